@@ -1,0 +1,1 @@
+"""The gearwatch edge agent: sources -> framer -> scorers -> events -> sinks."""

@@ -1,0 +1,1 @@
+"""Pure model code shared by the trainer and the edge agent (never imports either)."""
