@@ -1,0 +1,3 @@
+from gearwatch.cli import main
+
+raise SystemExit(main())
