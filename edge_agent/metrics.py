@@ -1,0 +1,69 @@
+"""Prometheus metrics of one agent (its own registry, so tests can run several agents)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class AgentMetrics:
+    """Names follow Prometheus conventions: units in names, `_total` counters, bounded labels."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.samples_in = Counter(
+            "gearwatch_samples_received", "Samples decoded from sources", ["source"], registry=r
+        )
+        self.messages_in = Counter(
+            "gearwatch_messages_received", "Messages/frames received", ["source"], registry=r
+        )
+        self.bad_input = Counter(
+            "gearwatch_bad_input",
+            "Rejected input, by source and reason (decode error, NaN, unknown sensor, ...)",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.rows_framed = Counter(
+            "gearwatch_rows_framed", "Asset rows produced by the framer", ["asset_class"],
+            registry=r,
+        )
+        self.stale_values = Counter(
+            "gearwatch_stale_values",
+            "Row entries left NaN because the sensor had no fresh value",
+            ["asset_class"],
+            registry=r,
+        )
+        self.rows_scored = Counter(
+            "gearwatch_rows_scored", "Rows scored", ["asset_class", "scorer"], registry=r
+        )
+        self.score_latency = Histogram(
+            "gearwatch_score_latency_seconds",
+            "Time from the newest sample of a row arriving to its score being computed",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.events_open = Gauge("gearwatch_events_open", "Anomaly events open now", registry=r)
+        self.events_opened = Counter(
+            "gearwatch_events_opened", "Anomaly events opened", ["asset_class"], registry=r
+        )
+        self.sink_points = Counter(
+            "gearwatch_sink_points_written", "Points written by a sink", ["sink"], registry=r
+        )
+        self.sink_errors = Counter(
+            "gearwatch_sink_errors", "Failed sink writes (retried)", ["sink"], registry=r
+        )
+        self.sink_latency = Histogram(
+            "gearwatch_sink_write_seconds", "Duration of one sink write", ["sink"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.alerts_sent = Counter(
+            "gearwatch_alerts_published", "Alerts published", ["channel", "kind"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "gearwatch_ingest_queue_batches", "Batches waiting between sources and framer",
+            registry=r,
+        )
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

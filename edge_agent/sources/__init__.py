@@ -1,0 +1,1 @@
+"""Sources: protocol code that turns bytes from the plant into `SampleBatch`es."""

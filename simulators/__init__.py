@@ -1,0 +1,1 @@
+"""Equipment simulators with injectable faults and ground-truth labels."""
