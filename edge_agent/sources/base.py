@@ -17,7 +17,3 @@ class Source(Protocol):
     async def run(self, emit: Emit) -> None:
         """Read until cancelled; reconnect by itself; never raise for bad input."""
         ...
-
-    def stale_sensors(self) -> list[tuple[int, int]]:
-        """(asset index, sensor index) pairs this source currently cannot read (lost device)."""
-        ...
