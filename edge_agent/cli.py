@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("agent", help="run the edge agent")
     asub = p.add_subparsers(dest="agent_command", metavar="ACTION")
     r = asub.add_parser("run", help="run the agent in the foreground (systemd runs this)")

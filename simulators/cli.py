@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import sys
@@ -60,7 +61,7 @@ def _common(p: argparse.ArgumentParser, duration: float) -> None:
                    "bearing_wear, cavitation, imbalance, sensor_drift, stuck_sensor")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim", help="run equipment simulators")
     ssub = p.add_subparsers(dest="sim_command", metavar="TRANSPORT")
     m = ssub.add_parser("mqtt", help="publish pumps as JSON over MQTT")
@@ -82,7 +83,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="add N faults cycling through every kind at random times")
     h.set_defaults(func=cmd_history)
     if importlib.util.find_spec("simulators.transports_cli") is not None:
-        from simulators import transports_cli
-
-        transports_cli.add_commands(ssub)
+        importlib.import_module("simulators.transports_cli").add_commands(ssub)
     p.set_defaults(func=lambda a: (p.print_help(file=sys.stderr), 2)[1])
