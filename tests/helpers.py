@@ -1,11 +1,9 @@
-"""Test helpers: run a real agent in a thread, collect MQTT messages, query InfluxDB."""
+"""Test helpers: agent configs, MQTT collectors, InfluxDB queries."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,8 +12,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import AgentConfig, parse_config
-from edge_agent.service import Agent
+from edge_agent.runner import AgentThread, wait_until
 from gearwatch.localservers import free_port
+
+__all__ = ["AgentThread", "Collector", "agent_config", "influx_field_count", "wait_until"]
 
 
 def agent_config(mqtt_port: int, influx_url: str | None, db: str, n_assets: int = 3,
@@ -35,59 +35,6 @@ def agent_config(mqtt_port: int, influx_url: str | None, db: str, n_assets: int 
         else:
             data[section] = values
     return parse_config(data)
-
-
-class AgentThread:
-    """A real agent on its own event loop in a background thread."""
-
-    def __init__(self, cfg: AgentConfig) -> None:
-        self.cfg = cfg
-        self.agent: Agent | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as e:  # surfaced by stop()
-            self.error = e
-
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.agent = Agent(self.cfg)
-        await self.agent.run()
-
-    def start(self, timeout: float = 20.0) -> AgentThread:
-        self.thread.start()
-        wait_until(lambda: self.agent is not None and self.agent.ready.is_set(), timeout,
-                   "agent start")
-        assert self.agent is not None
-        if self.agent.mqtt is not None:
-            assert self.agent.mqtt.connected.wait(timeout), "agent did not connect to MQTT"
-        return self
-
-    def stop(self) -> None:
-        if self.loop is not None and self.agent is not None:
-            self.loop.call_soon_threadsafe(self.agent.stop)
-        self.thread.join(timeout=30)
-        if self.error is not None:
-            raise self.error
-
-    def __enter__(self) -> AgentThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Collector:
