@@ -29,7 +29,7 @@ def _fmt_ns(ns: int | None) -> str:
 
 
 def _print_alert(doc: dict[str, object], t0_ns: int) -> None:
-    top = ", ".join(f"{s['sensor']} {s['share']:.0%}" for s in doc["top_sensors"])  # type: ignore[attr-defined,index]
+    top = ", ".join(f"{s['sensor']} {s['share']:.0%}" for s in doc["top_sensors"])  # type: ignore[attr-defined]
     start = int(doc["start_ns"])  # type: ignore[call-overload]
     sim_min = (start - t0_ns) / 60e9
     if doc["kind"] == "open":
