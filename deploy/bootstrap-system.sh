@@ -9,6 +9,8 @@ have mosquitto || need+=(mosquitto)
 have mosquitto_sub || need+=(mosquitto-clients)
 have influxd || need+=(influxdb)
 have victoria-metrics || need+=(victoria-metrics)
+have chromium || need+=(chromium)
+have chromedriver || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "gearwatch needs these Debian packages: ${need[*]}" >&2

@@ -19,15 +19,19 @@ from edge_agent.assets import AssetRegistry
 from edge_agent.bad_input import BadInputReporter
 from edge_agent.batch import SampleBatch
 from edge_agent.config import AgentConfig
+from edge_agent.desk import EventDesk
 from edge_agent.events import Event, Transition
+from edge_agent.feedback import MqttFeedback
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqtt_client import MqttConnection
 from edge_agent.pipeline import ClassOutput, Pipeline
 from edge_agent.sinks import line_protocol as lp
 from edge_agent.sinks.alerts import MqttAlertChannel
+from edge_agent.sinks.channels import make_channels
 from edge_agent.sinks.influx import InfluxSink, make_writer
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.payloads import DecodeContext
+from edge_agent.store import Store
 
 log = logging.getLogger("gearwatch.agent")
 
@@ -86,9 +90,28 @@ class Agent:
             name: [self.registry.infos[i].asset_id for i in members]
             for name, members in self.registry.members.items()
         }
+        # events desk: rules, persistence, alert channels, labels, console (issue 5)
+        self.store = Store(cfg.agent.state_dir)
+        influx = self.influx
+        self.desk = EventDesk(cfg, self.pipeline, self.registry, self.metrics, self.store,
+                              influx.submit if influx is not None else None)
+        self.desk.channels = make_channels(cfg.alerts, self.store, self.metrics)
+        self.state.events.extend(self.desk.open_events())
+        self.console: object | None = None
+        self.feedback: MqttFeedback | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
+
+    # -- hooks for sources that know when they lose a device (Modbus, serial) ---------------------
+    def source_lost(self, asset_ids: list[str]) -> None:
+        """No alerts for these assets until `source_recovered`: a blind machine is not a fault."""
+        log.warning("source lost for %s: alerts suppressed", ", ".join(asset_ids))
+        self.pipeline.suppression.source_lost(asset_ids)
+
+    def source_recovered(self, asset_ids: list[str]) -> None:
+        log.info("source recovered for %s", ", ".join(asset_ids))
+        self.pipeline.suppression.source_recovered(asset_ids)
 
     # -- sources -> queue (thread-safe) ---------------------------------------------------
     def emit(self, batch: SampleBatch) -> None:
@@ -107,6 +130,18 @@ class Agent:
             self._tasks.append(asyncio.create_task(self.influx.run(), name="influx"))
         for src in self.sources:
             src.attach(self.emit)
+        for ch in self.desk.channels:
+            self._tasks.append(asyncio.create_task(ch.run(), name=f"alerts-{ch.name}"))
+        self._tasks.append(asyncio.create_task(self._refresh_offsets(), name="offsets"))
+        if self.mqtt is not None and cfg.feedback.enabled:
+            topic = cfg.feedback.topic.format(site=cfg.agent.site)
+            self.feedback = MqttFeedback(self.mqtt, topic, self.desk, self.reporter, self.loop)
+        if cfg.console.enabled:
+            from edge_agent.console.server import Console
+
+            console = Console(self)
+            await console.start()
+            self.console = console
         if self.mqtt is not None:
             self.mqtt.start()
         self._tasks.append(asyncio.create_task(self._process(), name="process"))
@@ -135,7 +170,28 @@ class Agent:
             self.mqtt.stop()
         for t in self._tasks:
             t.cancel()
+        await self._close_desk()
         log.info("agent stopped")
+
+    async def _close_desk(self) -> None:
+        from edge_agent.console.server import Console
+
+        if isinstance(self.console, Console):
+            await self.console.stop()
+        for ch in self.desk.channels:
+            # alerts still queued are kept, not lost: resend them with `gearwatch events resend`
+            while not ch.queue.empty():
+                ch._give_up(ch.queue.get_nowait(), "agent stopped before delivery", 0)
+            await ch.aclose()
+        self.store.close()
+
+    async def _refresh_offsets(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            try:
+                self.desk.refresh_offsets()
+            except Exception:
+                log.exception("threshold refresh failed")
 
     def _drain_queue(self) -> None:
         batches = []
@@ -191,8 +247,10 @@ class Agent:
             asset_ids = [ids[a] for a in out.rows.asset.tolist()]
             self.influx.submit(lp.score_lines(
                 asset_ids, out.asset_class, out.rows.ts_ns, out.fused,
-                {k: s.score for k, s in out.scores.items()}, self.cfg.events.open_threshold,
+                {k: s.score for k, s in out.scores.items()},
+                self.pipeline.classes[out.asset_class].events.open_thr[out.rows.asset],
             ))
+        self.desk.observe(out)
         for tr in out.transitions:
             self._on_transition(tr)
 
@@ -201,6 +259,7 @@ class Agent:
         if tr.kind == "open":
             self.state.events.append(ev)
             self.metrics.events_opened.labels(ev.asset_class).inc()
+        self.desk.on_transition(tr)
         open_now = sum(len(cp.events.open_events) for cp in self.pipeline.classes.values())
         self.metrics.events_open.set(open_now)
         log.warning(

@@ -6,10 +6,12 @@
 - `anomaly_score`: one point per scored row: `score` (fused), one field per scorer, and the
   thresholds, so Grafana can draw the score against its threshold.
 - `anomaly_event`: one point per event at its start time, rewritten when it closes.
+- `event_label`: an operator's label of an event, at the event's start time.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,9 +70,11 @@ def score_lines(
     ts_ns: np.ndarray,
     fused: np.ndarray,
     per_scorer: dict[str, np.ndarray],
-    open_threshold: float,
+    open_threshold: float | np.ndarray,
 ) -> list[str]:
+    """`open_threshold`: one for all rows, or per row (alert rules and feedback adaptation)."""
     cls = tag(asset_class)
+    thr = np.broadcast_to(np.asarray(open_threshold, float), ts_ns.shape).tolist()
     cols = {"score": fused, **per_scorer}
     names = list(cols)
     mat = np.column_stack([cols[k] for k in names]) if names else np.empty((ts_ns.size, 0))
@@ -81,7 +85,7 @@ def score_lines(
                   if np.isfinite(x)]
         if not fields:
             continue
-        fields.append(f"open_threshold={_num(open_threshold)}")
+        fields.append(f"open_threshold={_num(thr[i])}")
         lines.append(f"anomaly_score,asset={tag(aid)},asset_class={cls} {','.join(fields)} {t}")
     return lines
 
@@ -103,3 +107,16 @@ def event_line(ev: Event) -> str:
         f"anomaly_event,asset={tag(ev.asset)},asset_class={tag(ev.asset_class)} "
         f"{','.join(fields)} {ev.start_ns}"
     )
+
+
+def label_line(asset: str, asset_class: str, start_ns: int, event_id: str, label: str,
+               note: str | None, fault_code: str | None, who: str) -> str:
+    """`event_label` at the event's start: a re-label overwrites the point (latest wins)."""
+    fields = [f"event_id={field_str(event_id)}", f"label={field_str(label)}",
+              f"who={field_str(who)}", f"labelled_ns={time.time_ns()}i"]
+    if note:
+        fields.append(f"note={field_str(' '.join(note.split()))}")
+    if fault_code:
+        fields.append(f"fault_code={field_str(fault_code)}")
+    return (f"event_label,asset={tag(asset)},asset_class={tag(asset_class)} "
+            f"{','.join(fields)} {start_ns}")
