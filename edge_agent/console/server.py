@@ -93,7 +93,7 @@ class Console:
         self.app = app
 
     async def start(self) -> None:
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.cfg.bind, self.cfg.port)
         await site.start()
