@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from edge_agent.sinks.influx import InfluxSink, make_writer
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.payloads import DecodeContext
 from edge_agent.store import Store
+
+if TYPE_CHECKING:
+    from edge_agent.console.server import Console
 
 log = logging.getLogger("gearwatch.agent")
 
@@ -97,7 +101,7 @@ class Agent:
                               influx.submit if influx is not None else None)
         self.desk.channels = make_channels(cfg.alerts, self.store, self.metrics)
         self.state.events.extend(self.desk.open_events())
-        self.console: object | None = None
+        self.console: Console | None = None
         self.feedback: MqttFeedback | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -174,9 +178,7 @@ class Agent:
         log.info("agent stopped")
 
     async def _close_desk(self) -> None:
-        from edge_agent.console.server import Console
-
-        if isinstance(self.console, Console):
+        if self.console is not None:
             await self.console.stop()
         for ch in self.desk.channels:
             # alerts still queued are kept, not lost: resend them with `gearwatch events resend`

@@ -87,7 +87,8 @@ def test_open_event_survives_restart_feedback_and_console_api(mosquitto: LocalSe
             assert at2.agent is not None
             agent2 = at2.agent
             assert [e.id for e in agent2.desk.open_events()] == [ev.id]
-            port = agent2.console.port  # type: ignore[union-attr]
+            assert agent2.console is not None
+            port = agent2.console.port
             api = f"http://127.0.0.1:{port}/api"
             r = httpx.get(f"{api}/events", params={"state": "open"})
             assert [e["id"] for e in r.json()] == [ev.id]
@@ -111,7 +112,8 @@ def test_open_event_survives_restart_feedback_and_console_api(mosquitto: LocalSe
             fb.connect("127.0.0.1", mosquitto.port)
             fb.loop_start()
             topic = "plant/test/pump-2/feedback"
-            for payload in (b"{not json", orjson.dumps({"event_id": "nope", "label": "false_alarm"}),
+            unknown = orjson.dumps({"event_id": "nope", "label": "false_alarm"})
+            for payload in (b"{not json", unknown,
                             orjson.dumps({"event_id": ev.id, "label": "real_fault",
                                           "note": "n" * 5000}),
                             orjson.dumps({"event_id": ev.id, "label": "real_fault",
