@@ -134,7 +134,7 @@ document.addEventListener("click", async (ev) => {
       const out = await api(`/api/events/${encodeURIComponent(currentEvent.id)}/label`,
                             { method: "POST", body: JSON.stringify(body) });
       const c = out.threshold_change;
-      flash(`Labelled ${LABELS[body.label]}` + (c ? ` · threshold of ${c.asset} ${c.from} → ${c.to}` : ""), true);
+      flash(`Labelled ${LABELS[body.label]}` + (c ? ` · threshold of ${c.asset} ${c.from.toFixed(2)} → ${c.to.toFixed(2)}` : ""), true);
       $("note").value = ""; $("fault-code").value = "";
       await refreshEvent(currentEvent.id, false);
     } catch (err) { flash("Label refused: " + err.message, false); }
