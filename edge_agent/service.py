@@ -21,12 +21,12 @@ from edge_agent.batch import SampleBatch
 from edge_agent.config import AgentConfig
 from edge_agent.events import Event, Transition
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_client import MqttConnection
 from edge_agent.pipeline import ClassOutput, Pipeline
 from edge_agent.sinks import line_protocol as lp
 from edge_agent.sinks.alerts import MqttAlertChannel
 from edge_agent.sinks.influx import InfluxSink, make_writer
 from edge_agent.sources.mqtt import MqttSource
+from edge_agent.sources.mqtt_connection import MqttConnection
 from edge_agent.sources.payloads import DecodeContext
 
 log = logging.getLogger("gearwatch.agent")

@@ -13,8 +13,8 @@ import paho.mqtt.client as mqtt
 from edge_agent.bad_input import BadInputReporter
 from edge_agent.batch import SampleBatch
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_client import MqttConnection
 from edge_agent.sources.base import Emit
+from edge_agent.sources.mqtt_connection import MqttConnection
 from edge_agent.sources.payloads import DECODERS, DecodeContext
 
 log = logging.getLogger("gearwatch.mqtt")
