@@ -267,7 +267,7 @@ class ModbusSource:
                                         bytes(self._rx), where))
                     last = "answer from another unit id"
                     continue
-                last = self._timeout_reason(where)
+                last = self._timeout_reason(where, unit_id)
                 continue
             except (ConnectionException, ModbusException, OSError) as e:
                 self.metrics.modbus_requests.labels(cfg.name, "error").inc()
@@ -276,7 +276,7 @@ class ModbusSource:
                     raise ReadFailed("connection lost") from None
                 continue
             except TimeoutError:
-                last = self._timeout_reason(where)
+                last = self._timeout_reason(where, unit_id)
                 continue
             if resp.isError():
                 self._refused(plan, read, resp, where)
@@ -294,14 +294,22 @@ class ModbusSource:
             return data[: read.count]
         raise ReadFailed(last or "no answer")
 
-    def _timeout_reason(self, where: str) -> str:
+    def _timeout_reason(self, where: str, unit_id: int) -> str:
+        """Why a read went unanswered; bytes that did come back are reported as bad input."""
         self.metrics.modbus_requests.labels(self.cfg.name, "timeout").inc()
-        if self._rx:  # bytes came back but no frame we could accept: CRC error, noise
+        raw = bytes(self._rx)
+        if not raw:
+            return f"no answer within {self.cfg.timeout_s} s"
+        # pymodbus drops frames for another unit id and frames with a bad CRC; tell them apart
+        got = raw[6] if self.cfg.transport == "tcp" and len(raw) > 6 else raw[0]
+        if got != unit_id:
             self._report(Reject(
-                "bad_frame", "bytes received but no valid response frame (CRC error or noise)",
-                bytes(self._rx), where))
-            return "bad frames"
-        return f"no answer within {self.cfg.timeout_s} s"
+                "wrong_unit", f"asked unit {unit_id}, the answer came from unit {got}", raw, where))
+            return "answers from another unit id"
+        self._report(Reject(
+            "bad_frame", "bytes received but no valid response frame (CRC error or noise)",
+            raw, where))
+        return "bad frames"
 
     def _refused(self, plan: UnitPlan, read: PlannedRead, resp: Any, where: str) -> None:
         """An exception response: split a coalesced read so one bad register costs only itself."""
