@@ -18,20 +18,15 @@ from collections.abc import Callable
 Mangle = Callable[[str, bytes], bytes]  # (direction "ab" | "ba", data) -> data to deliver
 
 
-def open_raw_pty() -> tuple[int, str]:
-    """A pty in raw mode (no echo, no line editing): (master fd, slave path)."""
+def open_raw_pty() -> tuple[int, int, str]:
+    """A pty in raw mode (no echo, no line editing): (master fd, slave fd, slave path).
+
+    The caller keeps the slave fd open, so the master never sees EIO while the program at the
+    other end closes and reopens the path; it closes both when done.
+    """
     master, slave = os.openpty()
-    tty.setraw(slave)
-    attrs = termios.tcgetattr(slave)
-    attrs[3] &= ~termios.ECHO
-    termios.tcsetattr(slave, termios.TCSANOW, attrs)
-    path = os.ttyname(slave)
-    # keep the slave open ourselves so the master never sees EOF/EIO while ends reopen
-    _held.append(slave)
-    return master, path
-
-
-_held: list[int] = []
+    tty.setraw(slave, termios.TCSANOW)
+    return master, slave, os.ttyname(slave)
 
 
 class PtyBridge:
@@ -39,9 +34,9 @@ class PtyBridge:
 
     def __init__(self, mangle: Mangle | None = None) -> None:
         self.mangle = mangle
-        self._ma, self.a_path = open_raw_pty()
-        self._mb, self.b_path = open_raw_pty()
-        self._slaves = _held[-2:]
+        self._ma, sa, self.a_path = open_raw_pty()
+        self._mb, sb, self.b_path = open_raw_pty()
+        self._slaves = (sa, sb)
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._relay, name="pty-bridge", daemon=True)
         self._thread.start()
@@ -69,8 +64,6 @@ class PtyBridge:
         for fd in (self._ma, self._mb, *self._slaves, self._stop_r, self._stop_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
-            if fd in _held:
-                _held.remove(fd)
 
     def __enter__(self) -> PtyBridge:
         return self
