@@ -24,7 +24,7 @@ def decoder(**kw: Any) -> SerialDecoder:
 
 def values(d: SerialDecoder, data: bytes) -> tuple[dict[str, float], list[str]]:
     b, rej = d.feed(data)
-    names = d.parser.cfg and pump_registry(1).infos[0].schema.sensor_names
+    names = pump_registry(1).infos[0].schema.sensor_names
     return ({names[s]: v for s, v in zip(b.sensor.tolist(), b.value.tolist(), strict=True)},
             [r.reason for r in rej])
 
