@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import subprocess
+import tempfile
 import threading
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +92,25 @@ def rows_close(values: dict[tuple[int, int], float], rows: np.ndarray, tol: np.n
             if got is None or abs(got - rows[a, s]) > max(tol[s], 1e-6 * abs(rows[a, s])):
                 return False
     return True
+
+
+@contextlib.contextmanager
+def mosquitto() -> Iterator[int]:
+    """A real Mosquitto broker on a free loopback port, for one test."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        conf = Path(d) / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.02)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=5)
