@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import socket
 import threading
 import time
@@ -130,7 +129,7 @@ class EdgeNode:
         return s
 
     def _on_command(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        p = parse_payload(msg.payload)
+        p = parse_payload(bytes(msg.payload))
         if any(m.name == "Node Control/Rebirth" and m.boolean_value for m in p.metrics):
             self.rebirths += 1
             self.births()
@@ -157,7 +156,7 @@ class EdgeNode:
         self.c.loop_stop()
         sock = self.c.socket()
         if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
             sock.close()
 
 
