@@ -36,11 +36,10 @@ def parse_time(text: str) -> int:
         if dt.tzinfo is None:
             raise ValueError(f"timestamp {text!r} has no time zone") from None
         return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
-    if v > 1e17:
-        return int(text) if text.isdigit() else int(v)
-    if v > 1e11:
-        return round(v * 1e6)
-    return round(v * 1e9)
+    scale = 1 if v > 1e17 else 1_000_000 if v > 1e11 else 1_000_000_000
+    if text.lstrip("-").isdigit():  # exact for integers: floats lose ns
+        return int(text) * scale
+    return round(v * scale)
 
 
 def read_rows(
