@@ -57,7 +57,7 @@ def test_replay_publishes_the_json_format_the_agent_decodes(tmp_path: Path) -> N
         sub.on_connect = lambda c, *a: c.subscribe("plant/#", qos=1)
 
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-            b, rej = DECODERS["json"](msg.topic, msg.payload, ctx)
+            b, rej = DECODERS["json"](msg.topic, bytes(msg.payload), ctx)
             assert rej == []
             got.extend(zip(b.asset.tolist(), b.sensor.tolist(), b.value.tolist(), strict=True))
 
