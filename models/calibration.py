@@ -2,9 +2,10 @@
 
 The calibrated score is the *surprise* of a raw score, -log10 of the probability that a
 normal row scores at least that high: 2 means "1 normal row in 100 scores this high", 4 means
-1 in 10 000.  Inside the observed normal range the probability comes from the empirical
-distribution; past its upper tail an exponential tail (fitted by mean excess over the
-`tail_q` quantile) extrapolates, so scores keep growing with the anomaly instead of saturating.
+1 in 10 000.  Below the `tail_q` quantile the probability is empirical; above it an
+exponential tail takes over, fitted robustly from the `tail_q` and 0.99 quantiles (so the
+rare transients in "normal" data, start-ups and ramps, cannot stretch it), and scores keep
+growing with the anomaly instead of saturating at the largest value seen.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ MAX_SURPRISE = 12.0
 class TailCalibrator:
     """Maps raw detector scores (higher = more anomalous) to surprise in decades."""
 
-    def __init__(self, n_ref: int = 4096, tail_q: float = 0.95) -> None:
+    def __init__(self, n_ref: int = 4096, tail_q: float = 0.90) -> None:
         self.n_ref = n_ref
         self.tail_q = tail_q
         self.ref: np.ndarray = np.empty(0)
@@ -48,9 +49,11 @@ class TailCalibrator:
 
     def _fit_tail(self) -> None:
         self.u = float(np.quantile(self.ref, self.tail_q))
-        excess = self.ref[self.ref > self.u] - self.u
+        q99 = float(np.quantile(self.ref, 0.99))
+        # exponential tail: P drops from (1 - tail_q) at u to 0.01 at q99
+        decades = np.log((1.0 - self.tail_q) / 0.01)
         spread = float(np.std(self.ref)) or 1e-9
-        self.beta = max(float(excess.mean()) if excess.size else spread, 1e-6 * spread, 1e-12)
+        self.beta = max((q99 - self.u) / decades if decades > 0 else spread, 1e-6 * spread, 1e-12)
 
     def surprise(self, raw: np.ndarray) -> np.ndarray:
         """-log10 P(normal >= raw); NaN stays NaN."""
@@ -63,7 +66,7 @@ class TailCalibrator:
         p_emp = (above + 1.0) / (n + 1.0)
         with np.errstate(over="ignore", invalid="ignore"):
             p_tail = (1.0 - self.tail_q) * np.exp(-(x - self.u) / self.beta)
-        p = np.where(x > self.u, np.minimum(p_emp, p_tail), p_emp)
+        p = np.where(x > self.u, p_tail, p_emp)
         with np.errstate(divide="ignore", invalid="ignore"):
             s = -np.log10(p)
         s = np.clip(s, 0.0, MAX_SURPRISE)
@@ -89,10 +92,10 @@ class TailCalibrator:
 
 
 class OnlineCalibrator(TailCalibrator):
-    """A calibrator that keeps learning from normal scores: a bounded reservoir, refitted in steps."""
+    """Keeps learning from normal scores: a bounded reservoir, refitted every few hundred."""
 
     def __init__(
-        self, n_ref: int = 4096, tail_q: float = 0.95, min_fit: int = 200, refit_every: int = 500,
+        self, n_ref: int = 4096, tail_q: float = 0.90, min_fit: int = 200, refit_every: int = 500,
         seed: int = 0,
     ) -> None:
         super().__init__(n_ref, tail_q)

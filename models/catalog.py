@@ -1,4 +1,4 @@
-"""Built-in asset classes, so a config can say `class = "centrifugal_pump"` instead of listing sensors."""
+"""Built-in asset classes: a config can say `class = "centrifugal_pump"` and list no sensors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ CENTRIFUGAL_PUMP = AssetSchema(
     asset_class="centrifugal_pump",
     sample_period_s=1.0,
     window=30,
-    off_condition=OffCondition("speed_rpm", 100.0),
+    off_condition=OffCondition("speed_rpm", 100.0, grace_s=300.0),
     sensors=(
         SensorSpec("speed_rpm", "rpm", 0.0, 4000.0),
         SensorSpec("motor_current_a", "A", 0.0, 400.0),

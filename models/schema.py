@@ -23,10 +23,15 @@ class SensorSpec:
 
 @dataclass(frozen=True)
 class OffCondition:
-    """Rows where `sensor < below` are 'machine off': never learned from, never alerted on."""
+    """Rows where `sensor < below` are 'machine off': never learned from, never alerted on.
+
+    `grace_s` extends "off" past each restart: a machine coming back from a stop is cold, and
+    its temperatures lag its speed for minutes, which is normal, not a fault.
+    """
 
     sensor: str
     below: float
+    grace_s: float = 0.0
 
     def mask(self, rows: np.ndarray, sensors: tuple[str, ...]) -> np.ndarray:
         col = rows[:, sensors.index(self.sensor)]
@@ -87,7 +92,11 @@ class AssetSchema:
             "sample_period_s": self.sample_period_s,
             "window": self.window,
             "off_condition": (
-                {"sensor": self.off_condition.sensor, "below": self.off_condition.below}
+                {
+                    "sensor": self.off_condition.sensor,
+                    "below": self.off_condition.below,
+                    "grace_s": self.off_condition.grace_s,
+                }
                 if self.off_condition
                 else None
             ),
@@ -110,7 +119,11 @@ class AssetSchema:
             asset_class=d["asset_class"],
             sample_period_s=float(d.get("sample_period_s", 1.0)),
             window=int(d.get("window", 30)),
-            off_condition=OffCondition(off["sensor"], float(off["below"])) if off else None,
+            off_condition=(
+                OffCondition(off["sensor"], float(off["below"]), float(off.get("grace_s", 0.0)))
+                if off
+                else None
+            ),
             sensors=tuple(
                 SensorSpec(
                     name=s["name"],

@@ -40,7 +40,10 @@ class Fault:
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
-        """`asset:kind@start_s[+ramp_s][*severity][/sensor][-end_s]`, e.g. `pump-2:bearing_wear@300+120*1.5`."""
+        """`asset:kind@start_s[+ramp_s][*severity][-end_s][/sensor]`.
+
+        Example: `pump-2:bearing_wear@300+120*1.5`.
+        """
         try:
             asset, rest = spec.split(":", 1)
             kind, rest = rest.split("@", 1)
@@ -84,7 +87,8 @@ def labels_for(faults: list[Fault], t0_ns: int, duration_s: float) -> list[Label
         if f.start_s >= duration_s:
             continue
         end_s = duration_s if f.end_s is None else min(f.end_s, duration_s)
-        out.append(Label(f.asset, f.kind, t0_ns + round(f.start_s * 1e9), t0_ns + round(end_s * 1e9)))
+        start = t0_ns + round(f.start_s * 1e9)
+        out.append(Label(f.asset, f.kind, start, t0_ns + round(end_s * 1e9)))
     return out
 
 

@@ -150,7 +150,9 @@ class PumpFleet:
         out = np.empty((n, len(SENSORS)))
         out[:, _IDX["speed_rpm"]] = self.speed + r.normal(0, 2.0, n)
         out[:, _IDX["motor_current_a"]] = ph["current"] * (1 + r.normal(0, 0.006, n))
-        out[:, _IDX["suction_pressure_bar"]] = ph["suction"] + r.normal(0, 0.02, n) - 0.3 * cav_noise
+        out[:, _IDX["suction_pressure_bar"]] = (
+            ph["suction"] + r.normal(0, 0.02, n) - 0.3 * cav_noise
+        )
         out[:, _IDX["discharge_pressure_bar"]] = (
             ph["discharge"] + r.normal(0, 0.04, n) - 0.6 * cav_noise
         )

@@ -1,0 +1,148 @@
+"""The agent's middle, free of I/O: samples -> framer -> scorers -> fusion -> events.
+
+Sources feed `ingest`; the service calls `advance` on a timer and hands the output to sinks.
+Everything here works on arrays of one asset class at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_agent.assets import AssetRegistry
+from edge_agent.batch import SampleBatch
+from edge_agent.config import AgentConfig
+from edge_agent.events import EventTracker, Transition
+from edge_agent.framer import NO_TS, ClassFramer, Rows
+from edge_agent.scoring.base import Scores
+from edge_agent.scoring.mahalanobis import MahalanobisScorer
+from edge_agent.scoring.river_scorer import RiverScorer
+from models.schema import AssetSchema
+
+
+@dataclass(slots=True)
+class ClassOutput:
+    asset_class: str
+    rows: Rows
+    scores: dict[str, Scores]  # by scorer name
+    fused: np.ndarray
+    shares: np.ndarray
+    transitions: list[Transition]
+
+
+@dataclass
+class ClassPipeline:
+    schema: AssetSchema
+    members: np.ndarray  # agent-wide asset indices, in local order
+    framer: ClassFramer
+    river: RiverScorer | MahalanobisScorer
+    events: EventTracker
+    learn_below: float = 2.5
+    last_off_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def _off(self, rows: Rows) -> np.ndarray:
+        """Rows where the machine is off, or within the grace period after a restart."""
+        oc = self.schema.off_condition
+        if oc is None:
+            return np.zeros(len(rows), bool)
+        off = oc.mask(rows.values, self.schema.sensor_names)
+        if oc.grace_s <= 0:
+            return off
+        if self.last_off_ns.size != len(self.members):
+            self.last_off_ns = np.full(len(self.members), NO_TS, np.int64)
+        # newest off tick at or before each row, per asset (rows are in time order per asset)
+        marks = np.where(off, rows.ts_ns, NO_TS)
+        order = np.lexsort((rows.ts_ns, rows.asset))
+        a_o, m_o = rows.asset[order], marks[order]
+        prev = self.last_off_ns[a_o]
+        seg_start = np.r_[True, a_o[1:] != a_o[:-1]]
+        idx = np.where(seg_start | (m_o != NO_TS), np.arange(a_o.size), 0)
+        np.maximum.accumulate(idx, out=idx)
+        running = np.where(m_o[idx] != NO_TS, m_o[idx], prev)
+        last_off = np.empty_like(running)
+        last_off[order] = running
+        np.maximum.at(self.last_off_ns, rows.asset, last_off)
+        in_grace = (last_off != NO_TS) & (rows.ts_ns - last_off <= round(oc.grace_s * 1e9))
+        return off | in_grace
+    def step(self, wall_ns: int) -> ClassOutput | None:
+        rows = self.framer.advance(wall_ns)
+        if len(rows) == 0:
+            return None
+        sc = self.river.score(rows.asset, rows.values)
+        fused = sc.score
+        off = self._off(rows)
+        transitions, normal = self.events.step(
+            rows.asset, rows.ts_ns, fused, sc.shares, off, {"river": sc.score}
+        )
+        # learn only from rows that look normal: a slowly growing fault must not be absorbed
+        with np.errstate(invalid="ignore"):
+            normal &= ~(fused >= self.learn_below)
+        self.river.learn(rows.asset, rows.values, normal, sc)
+        return ClassOutput(self.schema.asset_class, rows, {"river": sc}, fused, sc.shares,
+                           transitions)
+
+
+def make_online_scorer(
+    cfg: AgentConfig, schema: AssetSchema, n: int
+) -> RiverScorer | MahalanobisScorer:
+    sc = cfg.scoring
+    if sc.online_detector == "mahalanobis":
+        return MahalanobisScorer(schema, n, sc.half_life_rows, sc.warmup_rows,
+                                 sc.calibration_rows, seed=sc.seed)
+    kind = "loda" if sc.online_detector == "river_loda" else "half_space_trees"
+    return RiverScorer(schema, n, kind, sc.river_cuts, sc.river_trees, sc.river_height,
+                       sc.river_window, sc.warmup_rows, sc.calibration_rows, sc.seed)
+
+
+@dataclass
+class Pipeline:
+    registry: AssetRegistry
+    classes: dict[str, ClassPipeline] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: AgentConfig, registry: AssetRegistry) -> Pipeline:
+        p = cls(registry)
+        for name, schema in registry.classes.items():
+            members = registry.members[name]
+            ids = [registry.infos[i].asset_id for i in members]
+            ev = cfg.events
+            p.classes[name] = ClassPipeline(
+                schema=schema,
+                members=members,
+                framer=ClassFramer(schema, len(members), cfg.framer.lateness_periods,
+                                   cfg.framer.max_catchup_ticks),
+                river=make_online_scorer(cfg, schema, len(members)),
+                events=EventTracker(ids, name, schema.sensor_names, ev.open_threshold,
+                                    ev.close_threshold, ev.min_duration_ticks,
+                                    ev.min_clear_ticks, ev.top_sensors),
+                learn_below=ev.close_threshold,
+            )
+        return p
+
+    def ingest(self, batch: SampleBatch, wall_ns: int | None = None) -> None:
+        if len(batch) == 0:
+            return
+        wall = time.monotonic_ns() if wall_ns is None else wall_ns
+        if len(self.classes) == 1:
+            cp = next(iter(self.classes.values()))
+            local = self.registry.local_index[batch.asset]
+            cp.framer.ingest(local, batch.sensor, batch.ts_ns, batch.value, wall)
+            return
+        class_of = np.array([self.registry.class_of[i] for i in range(len(self.registry))])
+        cls_per_sample = class_of[batch.asset]
+        for name, cp in self.classes.items():
+            m = cls_per_sample == name
+            if m.any():
+                local = self.registry.local_index[batch.asset[m]]
+                cp.framer.ingest(local, batch.sensor[m], batch.ts_ns[m], batch.value[m], wall)
+
+    def advance(self, wall_ns: int | None = None) -> list[ClassOutput]:
+        wall = time.monotonic_ns() if wall_ns is None else wall_ns
+        outs = []
+        for cp in self.classes.values():
+            o = cp.step(wall)
+            if o is not None:
+                outs.append(o)
+        return outs

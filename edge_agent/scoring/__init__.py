@@ -1,0 +1,1 @@
+"""Scorers: rows in, calibrated scores (common scale) and per-sensor shares out."""

@@ -1,0 +1,213 @@
+"""The agent service: wires sources, the pipeline and sinks together on one asyncio loop.
+
+Data flows one way.  Sources (threads or tasks) emit batches into one queue; a single
+processing task drains it, frames, scores and tracks events, and hands the results to sinks,
+which never call back upstream.  A timer also advances the framer so quiet assets keep ticking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_agent.assets import AssetRegistry
+from edge_agent.bad_input import BadInputReporter
+from edge_agent.batch import SampleBatch
+from edge_agent.config import AgentConfig
+from edge_agent.events import Event, Transition
+from edge_agent.metrics import AgentMetrics
+from edge_agent.mqtt_client import MqttConnection
+from edge_agent.pipeline import ClassOutput, Pipeline
+from edge_agent.sinks import line_protocol as lp
+from edge_agent.sinks.alerts import MqttAlertChannel
+from edge_agent.sinks.influx import InfluxSink, make_writer
+from edge_agent.sources.mqtt import MqttSource
+from edge_agent.sources.payloads import DecodeContext
+
+log = logging.getLogger("gearwatch.agent")
+
+
+@dataclass
+class AgentState:
+    """What the agent has done, for tests, the console and `agent status`."""
+
+    samples: int = 0
+    rows: int = 0
+    events: list[Event] = field(default_factory=list)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.registry = AssetRegistry(cfg.asset_list())
+        self.metrics = AgentMetrics()
+        self.pipeline = Pipeline.from_config(cfg, self.registry)
+        self.state = AgentState()
+        self.queue: asyncio.Queue[SampleBatch] = asyncio.Queue()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.mqtt: MqttConnection | None = None
+        self.alerts: list[MqttAlertChannel] = []
+        dead_letter = None
+        if cfg.mqtt.enabled:
+            self.mqtt = MqttConnection(cfg.mqtt)
+            if cfg.mqtt.dead_letter_topic:
+                dl_topic = cfg.mqtt.dead_letter_topic.format(site=cfg.agent.site)
+                conn = self.mqtt
+
+                def dead_letter(payload: bytes) -> None:
+                    conn.publish(dl_topic, payload, qos=1)
+
+            self.alerts.append(MqttAlertChannel(self.mqtt, cfg.mqtt.alerts_topic,
+                                                cfg.agent.site, self.metrics))
+        self.reporter = BadInputReporter(self.metrics, dead_letter)
+        self.sources: list[MqttSource] = []
+        if self.mqtt is not None:
+            ctx = DecodeContext(
+                self.registry, cfg.mqtt.topic_template, cfg.mqtt.timestamp,
+                cfg.mqtt.max_payload_bytes, cfg.framer.max_future_s, cfg.framer.max_past_s,
+            )
+            self.sources.append(MqttSource(self.mqtt, ctx, self.reporter, self.metrics))
+        self.influx: InfluxSink | None = None
+        if cfg.influx.enabled:
+            self.influx = InfluxSink(make_writer(cfg.influx), self.metrics,
+                                     cfg.influx.batch_points, cfg.influx.flush_interval_s)
+        # line-protocol prefixes per asset, computed once
+        self._series = [
+            f"telemetry,asset={lp.tag(i.asset_id)},asset_class={lp.tag(i.schema.asset_class)}"
+            for i in self.registry.infos
+        ]
+        self._sensor_names = [i.schema.sensor_names for i in self.registry.infos]
+        self._class_ids = {
+            name: [self.registry.infos[i].asset_id for i in members]
+            for name, members in self.registry.members.items()
+        }
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    # -- sources -> queue (thread-safe) ---------------------------------------------------
+    def emit(self, batch: SampleBatch) -> None:
+        loop = self.loop
+        if loop is None:
+            return
+        loop.call_soon_threadsafe(self.queue.put_nowait, batch)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        if cfg.metrics.enabled:
+            self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
+        if self.influx is not None:
+            self._tasks.append(asyncio.create_task(self.influx.run(), name="influx"))
+        for src in self.sources:
+            src.attach(self.emit)
+        if self.mqtt is not None:
+            self.mqtt.start()
+        self._tasks.append(asyncio.create_task(self._process(), name="process"))
+        log.info("agent running: %d assets in %d classes", len(self.registry),
+                 len(self.registry.classes))
+        self.ready.set()
+        await self._stopping.wait()
+        await self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        proc = [t for t in self._tasks if t.get_name() == "process"]
+        for t in proc:
+            t.cancel()
+        # what is already queued is processed, so its samples are written before we exit
+        self._drain_queue()
+        if self.influx is not None:
+            await self.influx.close()
+            influx_tasks = [t for t in self._tasks if t.get_name() == "influx"]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*influx_tasks), timeout=10)
+            await self.influx.aclose_writer()
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        for t in self._tasks:
+            t.cancel()
+        log.info("agent stopped")
+
+    def _drain_queue(self) -> None:
+        batches = []
+        while not self.queue.empty():
+            batches.append(self.queue.get_nowait())
+        if batches:
+            self._handle(SampleBatch.concat(batches))
+
+    # -- the processing loop ------------------------------------------------------------------
+    async def _process(self) -> None:
+        tick = min(s.sample_period_s for s in self.registry.classes.values()) / 4
+        tick = min(max(tick, 0.01), 0.25)
+        while True:
+            batches: list[SampleBatch] = []
+            with contextlib.suppress(TimeoutError):
+                batches.append(await asyncio.wait_for(self.queue.get(), timeout=tick))
+            while not self.queue.empty() and len(batches) < 10_000:
+                batches.append(self.queue.get_nowait())
+            self.metrics.queue_depth.set(self.queue.qsize())
+            try:
+                self._handle(SampleBatch.concat(batches) if batches else None)
+            except Exception:
+                log.exception("processing failed; the batch's acks are withheld")
+
+    def _handle(self, batch: SampleBatch | None) -> None:
+        if batch is not None:
+            self.pipeline.ingest(batch)
+            self.state.samples += len(batch)
+            if self.influx is not None and self.cfg.influx.write_raw:
+                lines = lp.telemetry_lines(batch.asset, batch.sensor, batch.ts_ns, batch.value,
+                                           self._series, self._sensor_names)
+                self.influx.submit(lines, batch.acks)
+            else:
+                batch.ack()  # nothing durable to wait for
+        for out in self.pipeline.advance():
+            self._sink_output(out)
+
+    def _sink_output(self, out: ClassOutput) -> None:
+        n = len(out.rows)
+        self.state.rows += n
+        m = self.metrics
+        m.rows_framed.labels(out.asset_class).inc(n)
+        if out.rows.stale:
+            m.stale_values.labels(out.asset_class).inc(out.rows.stale)
+        scored = np.isfinite(out.fused)
+        m.rows_scored.labels(out.asset_class, "fused").inc(int(scored.sum()))
+        now = time.monotonic_ns()
+        lat = (now - out.rows.newest_arrival_ns[scored]) / 1e9
+        for v in lat[lat >= 0].tolist()[:1000]:
+            m.score_latency.observe(v)
+        ids = self._class_ids[out.asset_class]
+        if self.influx is not None:
+            asset_ids = [ids[a] for a in out.rows.asset.tolist()]
+            self.influx.submit(lp.score_lines(
+                asset_ids, out.asset_class, out.rows.ts_ns, out.fused,
+                {k: s.score for k, s in out.scores.items()}, self.cfg.events.open_threshold,
+            ))
+        for tr in out.transitions:
+            self._on_transition(tr)
+
+    def _on_transition(self, tr: Transition) -> None:
+        ev = tr.event
+        if tr.kind == "open":
+            self.state.events.append(ev)
+            self.metrics.events_opened.labels(ev.asset_class).inc()
+        open_now = sum(len(cp.events.open_events) for cp in self.pipeline.classes.values())
+        self.metrics.events_open.set(open_now)
+        log.warning(
+            "event %s %s on %s: peak %.1f, top sensors %s", ev.id, tr.kind, ev.asset,
+            ev.peak_score, ", ".join(f"{s} {w:.0%}" for s, w in ev.top_sensors),
+        )
+        if self.influx is not None:
+            self.influx.submit([lp.event_line(ev)])
+        for ch in self.alerts:
+            ch.send(tr.kind, ev)

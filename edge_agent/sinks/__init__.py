@@ -1,0 +1,1 @@
+"""Sinks: where samples, scores and events leave the agent (InfluxDB, MQTT alerts, ...)."""

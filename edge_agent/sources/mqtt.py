@@ -1,0 +1,76 @@
+"""MQTT source: subscribed topics -> payload decoder -> `SampleBatch` with an ack attached.
+
+Decoding runs in paho's network thread, off the event loop.  Every QoS 1 message's ack rides
+with its batch, also when it carried no good sample, so acks leave in the order messages came.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import paho.mqtt.client as mqtt
+
+from edge_agent.bad_input import BadInputReporter
+from edge_agent.batch import SampleBatch
+from edge_agent.metrics import AgentMetrics
+from edge_agent.mqtt_client import MqttConnection
+from edge_agent.sources.base import Emit
+from edge_agent.sources.payloads import DECODERS, DecodeContext
+
+log = logging.getLogger("gearwatch.mqtt")
+
+
+class MqttSource:
+    def __init__(
+        self,
+        conn: MqttConnection,
+        ctx: DecodeContext,
+        reporter: BadInputReporter,
+        metrics: AgentMetrics,
+        name: str = "mqtt",
+    ) -> None:
+        self.name = name
+        self.conn = conn
+        self.ctx = ctx
+        self.reporter = reporter
+        self.metrics = metrics
+        self.decode = DECODERS[conn.cfg.format]
+        self.emit: Emit | None = None
+        self._samples = metrics.samples_in.labels(name)
+        self._messages = metrics.messages_in.labels(name)
+
+    def attach(self, emit: Emit) -> None:
+        """Start delivering into `emit`; subscriptions are (re)made on every connect."""
+        self.emit = emit
+        self.conn.client.on_message = self._on_message
+        self.conn.add_on_connect(self._subscribe)
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        for t in self.conn.cfg.topics:
+            client.subscribe(t, qos=self.conn.cfg.qos)
+        log.info("subscribed to %s (QoS %d)", self.conn.cfg.topics, self.conn.cfg.qos)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._messages.inc()
+        try:
+            batch, rejects = self.decode(msg.topic, bytes(msg.payload), self.ctx)
+        except Exception as e:  # a decoder bug must not kill paho's thread or lose the ack
+            log.exception("decoder crashed on a message from %s", msg.topic)
+            batch, rejects = SampleBatch.empty(), []
+            from edge_agent.bad_input import Reject
+
+            rejects.append(Reject("decoder_error", repr(e), bytes(msg.payload), msg.topic))
+        for r in rejects:
+            self.reporter.report(self.name, r)
+        batch.source = self.name
+        if msg.qos > 0 and self.conn.cfg.qos == 1:
+            mid, qos = msg.mid, msg.qos
+
+            def ack() -> None:
+                client.ack(mid, qos)
+
+            batch.acks.append(ack)
+        if len(batch):
+            self._samples.inc(len(batch))
+        if (len(batch) or batch.acks) and self.emit is not None:
+            self.emit(batch)
