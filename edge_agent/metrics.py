@@ -88,10 +88,6 @@ class AgentMetrics:
             "gearwatch_source_reconnects", "Connections (re)opened by a source", ["source"],
             registry=r,
         )
-        self.sparkplug_seq_gaps = Counter(
-            "gearwatch_sparkplug_seq_gaps", "Sparkplug B sequence-number gaps", ["source"],
-            registry=r,
-        )
         self.sparkplug_rebirths = Counter(
             "gearwatch_sparkplug_rebirth_requests", "Sparkplug B rebirth requests sent",
             ["source"], registry=r,

@@ -203,6 +203,8 @@ class ModbusSource:
                 except ReadFailed as e:
                     failed += 1
                     why = str(e)
+                    if not answered:  # silent unit: do not make the others wait on each read
+                        break
                     continue
                 answered += 1
                 if b is not None:

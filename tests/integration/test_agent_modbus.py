@@ -80,3 +80,15 @@ def test_config_names_unknown_assets_and_sensors() -> None:
     cfg = agent_config(5020, serial=[{"name": "x", "port": "/dev/ttyUSB0", "asset": "pump-9"}])
     with pytest.raises(ConfigError, match="pump-9"):
         parse_config(cfg)
+
+
+def test_example_configs_validate_in_the_agent_config() -> None:
+    modbus = tomllib.loads((ROOT / "deploy/examples/modbus-pump.toml").read_text())
+    serial = tomllib.loads((ROOT / "deploy/examples/serial-instrument.toml").read_text())
+    cfg = parse_config({
+        "assets": [{"id": "pump-1", "class": "centrifugal_pump"},
+                   {"id": "pump-2", "class": "centrifugal_pump"}],
+        **modbus, **serial,
+    })
+    assert [d.name for d in cfg.modbus] == ["pump-skid"]
+    assert cfg.serial[0].sensor_map["T_BRG"] == "bearing_temp_c"
