@@ -69,7 +69,7 @@ def typed_values(draw: st.DrawFn) -> tuple[str, str, float | int]:
 
 
 @given(typed_values())
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 def test_round_trip_every_type_and_order_against_struct(case: tuple[str, str, float]) -> None:
     dtype, order, v = case
     words = encode_number(v, dtype, order)
@@ -79,6 +79,7 @@ def test_round_trip_every_type_and_order_against_struct(case: tuple[str, str, fl
     assert got == float(v) or (math.isinf(v) and got == v)
 
 
+@settings(deadline=None)
 @given(st.lists(typed_values(), min_size=1, max_size=20))
 def test_vectorised_decoding_equals_one_by_one(cases: list[tuple[str, str, float]]) -> None:
     dtype, order, _ = cases[0]
@@ -88,6 +89,7 @@ def test_vectorised_decoding_equals_one_by_one(cases: list[tuple[str, str, float
                                   np.array([float(v) for v in same]))
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=0, max_size=64), st.sampled_from(ORDERS),
        st.sampled_from(sorted(STRUCT_CODES)))
 def test_any_register_contents_decode_without_raising(raw: bytes, order: str, dtype: str) -> None:
@@ -99,6 +101,7 @@ def test_any_register_contents_decode_without_raising(raw: bytes, order: str, dt
     decode_string(np.frombuffer(raw[: len(raw) // 2 * 2], dtype=">u2"), order)
 
 
+@settings(deadline=None)
 @given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=16),
        st.sampled_from(ORDERS))
 def test_strings_round_trip(text: str, order: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -21,6 +21,7 @@ def test_adjacent_registers_share_a_read_and_gaps_split() -> None:
     assert plan_spans(spans, 4, 100) == [[0, 1], [2], [3], [4]]  # max count per read
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 600), st.integers(1, 4)), min_size=1, max_size=60),
        st.integers(4, 125), st.integers(0, 20))
 def test_plan_covers_everything_within_limits(
@@ -105,6 +106,7 @@ def test_unknown_sensor_is_a_config_error() -> None:
         UnitPlan(cfg, cfg.units[0], pump_registry(1))
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8))
 def test_any_register_values_decode_without_raising(words: list[int]) -> None:
     cfg = _cfg(units=[{"unit_id": 1, "asset": "pump-1", "registers": [

@@ -57,12 +57,14 @@ def test_value_rejects(topic: str, payload: bytes, reason: str) -> None:
     assert rej[0].where == topic
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200))
 def test_value_fuzz(payload: bytes) -> None:
     b, rej = DECODERS["value"]("plant/s1/pump-1/flow_m3h", payload, ctx())
     assert len(b) + len(rej) == 1
 
 
+@settings(deadline=None)
 @given(st.floats(0, 2000))
 def test_value_good_numbers_survive(v: float) -> None:
     b, rej = DECODERS["value"]("plant/s1/pump-1/flow_m3h", repr(v).encode(), ctx())
@@ -172,7 +174,7 @@ def test_undecodable_payload_is_rejected() -> None:
 
 @given(st.binary(max_size=300), st.sampled_from(["NBIRTH", "NDATA", "NDEATH", "DBIRTH",
                                                  "DDATA", "DDEATH", "STATE", "BOGUS"]))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_sparkplug_fuzz_no_exception_and_good_data_survives(noise: bytes, kind: str) -> None:
     d = SparkplugDecoder(MAP)
     c = ctx()

@@ -108,7 +108,7 @@ LINE = b"speed_rpm=1500.5 flow_m3h=99.25\n"
 
 @pytest.mark.parametrize("framing", ["csv", "kv", "json", "regex"])
 @given(noise=st.binary(max_size=300), cut=st.integers(0, 40))
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 def test_fuzz_no_exception_escapes_and_good_lines_survive(
     framing: str, noise: bytes, cut: int
 ) -> None:
