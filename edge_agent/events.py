@@ -156,6 +156,7 @@ class EventTracker:
             ev.peak_score, ev.peak_ns, ev.scores_at_peak = s, ts, dict(detail)
         if s >= self.close_thr:
             self._accumulate(a, s, sh)
+            ev.top_sensors = self._top(a)
             if st == CLOSING:
                 self.state[a], self.run[a] = OPEN, 0
             return None

@@ -28,6 +28,7 @@ class MqttConnection:
     def __init__(self, cfg: MqttSection, client_id: str | None = None) -> None:
         self.cfg = cfg
         self.connected = threading.Event()
+        self._stopping = False
         self._on_connect_hooks: list[Callable[[mqtt.Client], None]] = []
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -61,7 +62,7 @@ class MqttConnection:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
                        reason_code: object, properties: object) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("lost the MQTT broker %s:%s (%s); reconnecting", self.cfg.host,
                         self.cfg.port, reason_code)
         self.connected.clear()
@@ -81,5 +82,6 @@ class MqttConnection:
         self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()

@@ -28,7 +28,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             sub.add_parser(name, help=f"(see gearwatch {name} --help)")
             continue
-        importlib.import_module(module).register(sub)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise
+            continue  # that part is not installed
+        mod.register(sub)
     return parser
 
 

@@ -148,7 +148,8 @@ class PumpFleet:
         n = self.n
         cav_noise = cav * np.abs(r.standard_normal(n))
         out = np.empty((n, len(SENSORS)))
-        out[:, _IDX["speed_rpm"]] = self.speed + r.normal(0, 2.0, n)
+        # an encoder reads a stopped shaft as 0, never negative
+        out[:, _IDX["speed_rpm"]] = np.maximum(self.speed + r.normal(0, 2.0, n), 0.0)
         out[:, _IDX["motor_current_a"]] = ph["current"] * (1 + r.normal(0, 0.006, n))
         out[:, _IDX["suction_pressure_bar"]] = (
             ph["suction"] + r.normal(0, 0.02, n) - 0.3 * cav_noise

@@ -3,7 +3,7 @@
 Why this and not a river tree/histogram detector by default: on the pump simulator, river's
 HalfSpaceTrees scored normal rows 0.97 and bearing-fault rows 0.96, and StandardScaler|LODA,
 learning online, absorbed a slowly heating bearing within ~100 s and was thrown off for an
-hour by one start/stop during warm-up (tests/bench/bench_river_detectors.py prints the
+hour by one start/stop during warm-up (tests/bench/bench_online_detectors.py prints the
 comparison).  Process sensors are strongly correlated (pressure, flow and current all follow
 speed), and a fault breaks those correlations; T^2 against an exponentially weighted mean and
 covariance is the textbook statistic for exactly that, and each sensor's term d_i (P d)_i is

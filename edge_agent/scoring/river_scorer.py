@@ -1,6 +1,6 @@
 """The online river detector: one river pipeline per asset, learning from normal rows.
 
-Chosen by measurement on the pump simulator (`tests/bench/bench_river_detectors.py`):
+Chosen by measurement on the pump simulator (`tests/bench/bench_online_detectors.py`):
 HalfSpaceTrees (height 8, ~45 us/row) scored normal rows at 0.97 and bearing-fault rows at
 0.96 (no separation: its windowed mass profile treats every new operating point as novel),
 while StandardScaler | LODA with 15 random cuts (~57 us/row) scored normal rows at q99 4-6

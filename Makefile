@@ -1,0 +1,39 @@
+# The two commands: `make demo` (the main job) and `make test` (the whole suite, as CI runs it).
+# Both set up everything first: Debian packages (as root), a virtual environment, pinned deps.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest bootstrap system-deps clean bench
+
+demo: bootstrap
+	$(BIN)/gearwatch demo
+
+test: bootstrap lint typecheck pytest
+
+bootstrap: system-deps $(STAMP)
+
+system-deps:
+	@bash deploy/bootstrap-system.sh
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+lint:
+	$(BIN)/ruff check .
+
+typecheck:
+	$(BIN)/mypy edge_agent models trainer simulators gearwatch tests
+
+pytest:
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+bench: bootstrap
+	$(BIN)/python tests/bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache

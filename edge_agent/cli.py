@@ -1,0 +1,57 @@
+"""`gearwatch agent run|check`: run the edge agent, or validate its config and say what to fix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from edge_agent.config import ConfigError, load_config
+
+DEFAULT_CONFIG = "/etc/gearwatch/gearwatch.toml"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: OK ({len(cfg.assets)} assets, "
+          f"{len(cfg.schemas())} asset classes known)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.logs import setup_logging
+    from edge_agent.service import Agent
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.agent.log_level, cfg.agent.log_json)
+    agent = Agent(cfg)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="run the edge agent")
+    asub = p.add_subparsers(dest="agent_command", metavar="ACTION")
+    r = asub.add_parser("run", help="run the agent in the foreground (systemd runs this)")
+    r.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    r.set_defaults(func=cmd_run)
+    c = asub.add_parser("check", help="validate a config file")
+    c.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    c.set_defaults(func=cmd_check)
+    p.set_defaults(func=lambda a: (p.print_help(file=sys.stderr), 2)[1])
