@@ -42,16 +42,24 @@ def parse_time(text: str) -> int:
     return round(v * scale)
 
 
+TS_COLUMNS = ("ts", "timestamp", "time")
+IGNORED_COLUMNS = ("label",)  # ground truth in `gearwatch sim history` files, not a sensor
+
+
 def read_rows(
-    path: Path, ts_column: str = "ts", asset_column: str = "asset", default_asset: str = "pump-1"
+    path: Path, ts_column: str | None = None, asset_column: str = "asset",
+    default_asset: str = "pump-1", ignore: tuple[str, ...] = IGNORED_COLUMNS,
 ) -> list[ReplayRow]:
+    """Rows of a recording; the timestamp column is `ts_column` or the first of TS_COLUMNS."""
     rows: list[ReplayRow] = []
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is None or ts_column not in reader.fieldnames:
+        names = list(reader.fieldnames or [])
+        ts_column = ts_column or next((c for c in TS_COLUMNS if c in names), TS_COLUMNS[0])
+        if ts_column not in names:
             raise ValueError(f"{path}: no timestamp column {ts_column!r} "
-                             f"(columns: {reader.fieldnames}); pass --timestamp-column")
-        sensors = [c for c in reader.fieldnames if c not in (ts_column, asset_column)]
+                             f"(columns: {names}); pass --timestamp-column")
+        sensors = [c for c in names if c not in (ts_column, asset_column, *ignore)]
         for n, rec in enumerate(reader, start=2):
             try:
                 ts = parse_time(rec[ts_column])
@@ -86,7 +94,7 @@ def messages(
 def publish(
     path: Path, host: str = "127.0.0.1", port: int = 1883,
     topic_template: str = "plant/{site}/{asset}/telemetry", site: str = "site1",
-    speedup: float = 1.0, ts_column: str = "ts", asset_column: str = "asset",
+    speedup: float = 1.0, ts_column: str | None = None, asset_column: str = "asset",
     default_asset: str = "pump-1", qos: int = 1,
 ) -> int:
     """Publish the whole file; returns the number of messages sent."""

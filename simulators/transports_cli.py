@@ -43,7 +43,8 @@ def add_commands(sim_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topic-template", default="plant/{site}/{asset}/telemetry")
     p.add_argument("--site", default="site1")
     p.add_argument("--speedup", type=float, default=1.0)
-    p.add_argument("--timestamp-column", default="ts")
+    p.add_argument("--timestamp-column", default=None,
+                   help="default: the first of ts, timestamp, time")
     p.add_argument("--asset-column", default="asset")
     p.add_argument("--asset", default="pump-1", help="asset of rows without an asset column")
     p.add_argument("--qos", type=int, choices=[0, 1], default=1)

@@ -75,6 +75,15 @@ def test_replay_publishes_the_json_format_the_agent_decodes(tmp_path: Path) -> N
     assert got == [(0, 0, 1500.5), (0, 4, 100.25), (1, 0, 1400.0), (0, 0, 1501.0), (0, 4, 101.0)]
 
 
+def test_replays_a_history_file_of_the_simulator(tmp_path: Path) -> None:
+    from simulators.history import write_history
+
+    path, _ = write_history(tmp_path, ["pump-1", "pump-2"], 3.0, [], seed=1)
+    rows = read_rows(path)
+    assert len(rows) == 6 and {r.asset for r in rows} == {"pump-1", "pump-2"}
+    assert "label" not in rows[0].values and len(rows[0].values) == 9
+
+
 def test_transport_commands_parse() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
