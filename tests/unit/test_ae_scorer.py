@@ -7,7 +7,7 @@ import torch
 from models.ae_scorer import BatchedAEScorer
 from models.bundle import load_bundle
 from models.lstm_ae import resolve_device, score_windows
-from tests.unit.conftest import raw_windows
+from tests.model_fixtures import raw_windows
 
 
 def _scorer(model, normalizer, calibrator, n, **kw):  # type: ignore[no-untyped-def]

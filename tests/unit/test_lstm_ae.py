@@ -13,7 +13,7 @@ from models.lstm_ae import (
     score_windows,
     sensor_shares,
 )
-from tests.unit.conftest import raw_windows
+from tests.model_fixtures import raw_windows
 
 
 def test_config_round_trip_and_validation() -> None:
