@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from models.event_rule import alarm_mask, hysteresis_events
 
@@ -19,3 +21,30 @@ def test_min_len_and_no_events() -> None:
     assert hysteresis_events(np.zeros(10)).shape == (0, 2)
     with pytest.raises(ValueError):
         hysteresis_events(s, open_at=2, close_below=3)
+
+
+def _reference(score: list[float], open_at: float, close_below: float, min_len: int
+               ) -> list[list[int]]:
+    """The rule as a per-sample state machine (how the agent applies it live)."""
+    out, start = [], None
+    for i, s in enumerate([*score, float("nan")]):  # the end closes like a NaN
+        if start is None and s >= open_at:
+            start = i
+        elif start is not None and not s >= close_below:
+            if i - start >= min_len:
+                out.append([start, i])
+            start = None  # s < close_below <= open_at: cannot reopen on this sample
+    return out
+
+
+@given(
+    st.lists(st.one_of(st.floats(0, 8), st.just(float("nan"))), max_size=60),
+    st.floats(1, 6),
+    st.floats(0, 1),
+    st.integers(1, 4),
+)
+def test_vectorised_rule_equals_state_machine(score: list[float], open_at: float, gap: float,
+                                              min_len: int) -> None:
+    close_below = open_at - gap
+    got = hysteresis_events(np.array(score), open_at, close_below, min_len).tolist()
+    assert got == _reference(score, open_at, close_below, min_len)
