@@ -1,4 +1,4 @@
-"""`gearwatch train keygen|quality|fit|evaluate|publish`.
+r"""`gearwatch train keygen|quality|fit|evaluate|publish`.
 
     gearwatch train keygen --out keys/
     gearwatch train quality --data hist.csv --asset-class centrifugal_pump --out reports/
