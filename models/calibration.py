@@ -89,7 +89,7 @@ class TailCalibrator:
 
 
 class OnlineCalibrator(TailCalibrator):
-    """A calibrator that keeps learning from normal scores: a bounded reservoir, refitted in steps."""
+    """Keeps learning from normal scores: a bounded reservoir, refitted in steps."""
 
     def __init__(
         self, n_ref: int = 4096, tail_q: float = 0.95, min_fit: int = 200, refit_every: int = 500,

@@ -1,4 +1,4 @@
-"""Built-in asset classes, so a config can say `class = "centrifugal_pump"` instead of listing sensors."""
+"""Built-in asset classes, so a config can say `class = "centrifugal_pump"`, not list sensors."""
 
 from __future__ import annotations
 
