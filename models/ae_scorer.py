@@ -17,6 +17,10 @@ the present sensors.  The newest rows are the ones the agent must decide about, 
 them gives the shortest alarm latency; a few steps instead of one damp single-sample noise.
 With `stride > 1` an asset is scored every `stride` pushes (fewer forwards, coarser time).
 
+Off condition and outages: do not push rows of an asset that is off (its windows would teach
+nothing and score its stand-still as anomalous); after a long gap call `reset` so the asset
+fills a fresh window.  Pushing NaN for a stale sensor is right: it is masked, never zeroed.
+
 Hot swap: build a new scorer from the new bundle and `copy_windows_from(old)` if the
 schemas match, so the new model does not wait a full window before it can score.
 """

@@ -38,7 +38,7 @@ import re
 import tarfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +274,6 @@ class Bundle:
     state_dict: dict[str, torch.Tensor]
     key_id: str
     river_state: bytes | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
