@@ -1,4 +1,3 @@
-"""Fixtures shared by the models/trainer tests (kept out of a top-level conftest on purpose)."""
+"""Model fixtures for the integration tests (the servers come from tests/conftest.py)."""
 
-from tests.integration.servers import influxdb_v1, mosquitto  # noqa: F401
 from tests.model_fixtures import *  # noqa: F403

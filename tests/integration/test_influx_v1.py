@@ -6,6 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
+from gearwatch.localservers import LocalServer
 from trainer.history import DataError, ts_ns
 from trainer.influx import load_influx_v1
 
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.integration
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
 
-def test_influxql_loader_reads_agent_layout(influxdb_v1: str) -> None:
-    url = influxdb_v1
+def test_influxql_loader_reads_agent_layout(influxdb: LocalServer) -> None:
+    url = influxdb.url
     httpx.post(url + "/query", params={"q": "CREATE DATABASE gw"}).raise_for_status()
     lines = []
     for i in range(30):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_retained_bundle_reaches_late_subscriber(mosquitto, blob, signing_key) -> None:
-    host, port = mosquitto
+    host, port = "127.0.0.1", mosquitto.port
     topic = publish_mqtt(blob, host, port)
     assert topic == "gearwatch/models/tiny_pump"
     got: list[bytes] = []
@@ -40,7 +40,7 @@ def test_retained_bundle_reaches_late_subscriber(mosquitto, blob, signing_key) -
 
 
 def test_unreachable_broker_is_a_clear_error(blob) -> None:
-    from tests.integration.servers import free_port
+    from gearwatch.localservers import free_port
 
     with pytest.raises(ConnectionError, match="cannot reach MQTT broker"):
         publish_mqtt(blob, "127.0.0.1", free_port())

@@ -48,7 +48,7 @@ def test_round_trip(blob, signing_key, schema, model, normalizer, calibrator) ->
     assert b.river_state == b"not-a-real-pickle"
     m = b.manifest
     assert m["metrics"] == {"f1": 0.5} and m["window"] == 8 and "torch" in m["libraries"]
-    assert m["off_condition"] == {"sensor": "speed", "below": 100.0}
+    assert m["off_condition"] == {"sensor": "speed", "below": 100.0, "grace_s": 0.0}
     assert b.version.startswith("20231114T")
 
 
