@@ -19,6 +19,7 @@ from edge_agent.bad_input import Reject
 from edge_agent.batch import SampleBatch
 
 if TYPE_CHECKING:  # payloads imports this module to register it
+    from edge_agent.assets import AssetInfo
     from edge_agent.sources.payloads import DecodeContext, Decoded
 
 TIMESTAMP_UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
@@ -28,15 +29,20 @@ def _empty(topic: str, rejects: list[Reject]) -> Decoded:
     return SampleBatch.empty(topic), rejects
 
 
-def _numeric_column(raw: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Values as float64 and a mask of the entries that were numbers (bools are not)."""
-    try:
-        if not any(isinstance(v, bool) for v in raw):
-            arr = np.asarray(raw, dtype=np.float64)
-            if arr.ndim == 1:
-                return arr, np.ones(arr.size, bool)
-    except (TypeError, ValueError):
-        pass
+def _numeric_column(raw: list[Any], may_hold_bools: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Values as float64 and a mask of the entries that were numbers (bools and strings not).
+
+    Fast path: numpy infers a numeric dtype for a list of plain numbers; anything else (None,
+    strings, nested lists, or bools, which numpy would quietly turn into 0/1 and which the
+    caller rules out with a byte scan of the payload) takes the per-entry path.
+    """
+    if not may_hold_bools:
+        try:
+            arr = np.array(raw)
+        except (TypeError, ValueError):
+            arr = np.empty(0, object)
+        if arr.ndim == 1 and arr.dtype.kind in "fiu":
+            return arr.astype(np.float64, copy=False), np.ones(arr.size, bool)
     ok = np.array([isinstance(v, int | float) and not isinstance(v, bool) for v in raw], bool)
     arr = np.array([float(v) if k else np.nan for v, k in zip(raw, ok, strict=True)], np.float64)
     return arr, ok
@@ -68,12 +74,18 @@ def decode_json_columns(topic: str, payload: bytes, ctx: DecodeContext) -> Decod
             "bad_timestamp",
             f"json_columns needs 'ts' as a list of {', '.join(TIMESTAMP_UNITS)} epoch numbers "
             f"(timestamp = {ctx.timestamp!r})", payload, topic)])
-    tsf, ts_ok = _numeric_column(ts_raw)
-    ts = np.where(ts_ok, np.round(np.nan_to_num(tsf) * TIMESTAMP_UNITS[ctx.timestamp]), 0)
-    ts = ts.astype(np.int64)
-    # exact integers survive: float64 cannot hold every ns timestamp
-    if all(type(v) is int for v in ts_raw):
-        ts = np.asarray(ts_raw, np.int64) * TIMESTAMP_UNITS[ctx.timestamp]
+    bools = b"true" in payload or b"false" in payload
+    mult = TIMESTAMP_UNITS[ctx.timestamp]
+    try:
+        ts_int = np.array(ts_raw) if not bools else None
+    except (TypeError, ValueError, OverflowError):
+        ts_int = None
+    if ts_int is not None and ts_int.ndim == 1 and ts_int.dtype.kind == "i":
+        # exact integers survive: float64 cannot hold every ns timestamp
+        ts, ts_ok = ts_int.astype(np.int64) * mult, np.ones(ts_int.size, bool)
+    else:
+        tsf, ts_ok = _numeric_column(ts_raw, True)
+        ts = np.where(ts_ok, np.round(np.nan_to_num(tsf) * mult), 0).astype(np.int64)
     lo = received - int(ctx.max_past_s * 1e9)
     hi = received + int(ctx.max_future_s * 1e9)
     row_ok = ts_ok & (ts >= lo) & (ts <= hi)
@@ -82,6 +94,15 @@ def decode_json_columns(topic: str, payload: bytes, ctx: DecodeContext) -> Decod
         rejects.append(Reject(reason, f"row {i}: ts {ts_raw[i]!r}", payload, topic))
     schema = info.schema
     n = len(ts_raw)
+    cols = doc["values"]
+    if not bools and cols:
+        try:
+            block = np.array(list(cols.values()))
+        except (TypeError, ValueError):
+            block = np.empty(0, object)
+        if block.ndim == 2 and block.shape[1] == n and block.dtype.kind in "fiu":
+            return _fast(topic, payload, info, list(cols), block.astype(np.float64, copy=False),
+                         ts, row_ok, rejects)
     sensors: list[np.ndarray] = []
     values: list[np.ndarray] = []
     stamps: list[np.ndarray] = []
@@ -96,7 +117,7 @@ def decode_json_columns(topic: str, payload: bytes, ctx: DecodeContext) -> Decod
                 "bad_structure", f"{asset_id}.{name}: expected a list of {n} values", payload,
                 topic))
             continue
-        v, num = _numeric_column(col)
+        v, num = _numeric_column(col, bools)
         spec = schema.sensors[idx]
         with np.errstate(invalid="ignore"):
             finite = np.isfinite(v)
@@ -121,4 +142,44 @@ def decode_json_columns(topic: str, payload: bytes, ctx: DecodeContext) -> Decod
     return SampleBatch(
         np.full(value.size, info.index, np.int32), np.concatenate(sensors),
         np.concatenate(stamps), value, source=topic,
+    ), rejects
+
+
+def _fast(
+    topic: str, payload: bytes, info: AssetInfo, names: list[str], block: np.ndarray,
+    ts: np.ndarray, row_ok: np.ndarray, rejects: list[Reject],
+) -> Decoded:
+    """Every column numeric and of the right length: validate the (sensors, rows) block at once."""
+    schema = info.schema
+    idx = [schema.index_of(nm) for nm in names]
+    known = np.array([i is not None for i in idx], bool)
+    for nm, i in zip(names, idx, strict=True):
+        if i is None:
+            rejects.append(Reject("unknown_sensor", f"asset {info.asset_id!r} has no sensor "
+                                  f"{nm!r}", payload, topic))
+    if not known.all():
+        block = block[known]
+        names = [nm for nm, k in zip(names, known, strict=True) if k]
+    sensor_idx = np.array([i for i in idx if i is not None], np.int32)
+    lows = schema.lows[sensor_idx][:, None]
+    highs = schema.highs[sensor_idx][:, None]
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(block)
+        in_range = (block >= lows) & (block <= highs)
+    good = finite & in_range & row_ok[None, :]
+    if not good.all():
+        for r, c in zip(*np.nonzero(row_ok[None, :] & ~good), strict=True):
+            v = block[r, c]
+            if not finite[r, c]:
+                rejects.append(Reject("non_finite", f"{info.asset_id}.{names[r]}[{c}] = {v}",
+                                      payload, topic))
+            else:
+                spec = schema.sensors[int(sensor_idx[r])]
+                rejects.append(Reject(
+                    "out_of_range", f"{info.asset_id}.{names[r]}[{c}] = {v} outside its valid "
+                    f"range [{spec.low}, {spec.high}]", payload, topic))
+    rr, cc = np.nonzero(good)
+    return SampleBatch(
+        np.full(rr.size, info.index, np.int32), sensor_idx[rr], ts[cc], block[rr, cc],
+        source=topic,
     ), rejects

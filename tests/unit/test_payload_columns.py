@@ -70,3 +70,13 @@ def test_good_values_survive_any_neighbours(col: list[object]) -> None:
     good = [float(v) for v in col if isinstance(v, float)]  # type: ignore[arg-type]
     assert b.value.tolist() == good
     assert len(rej) == len(col) - len(good)
+
+
+def test_fast_path_rejects_per_value() -> None:
+    # all columns numeric and rectangular: the vectorised path
+    doc = {"ts": [NOW - 2, NOW + 10**15], "values": {
+        "speed_rpm": [1.0, 2.0], "bearing_temp_c": [1e9, 41.0], "ghost": [0.0, 0.0]}}
+    b, rej = decode_json_columns(TOPIC, orjson.dumps(doc), CTX)
+    assert b.value.tolist() == [1.0]
+    assert sorted(r.reason for r in rej) == [
+        "out_of_range", "timestamp_out_of_bounds", "unknown_sensor"]
