@@ -131,14 +131,18 @@ class OnlineCalibrator(TailCalibrator):
 class BatchedOnlineCalibrator:
     """Online calibrators for many assets at once: no Python loop over assets in the hot path.
 
-    Each asset keeps a ring of its most recent normal raw scores; every `refit_every` new
-    scores its calibration is refitted (quantiles of the ring, robust exponential tail, as
+    Each asset keeps a uniform reservoir sample of all its normal raw scores (Algorithm R,
+    vectorised: the k-th score replaces a random slot with probability window/k), so its
+    calibration reflects its whole normal history, not the last hour; every `refit_every` new
+    scores it is refitted (quantiles of the reservoir, robust exponential tail, as
     `TailCalibrator`).  `surprise` compares each row against its asset's `n_ref` quantiles in
     one vectorised operation.
     """
 
-    def __init__(self, n_assets: int, window: int = 4096, n_ref: int = 256,
-                 tail_q: float = 0.90, min_fit: int = 200, refit_every: int = 500) -> None:
+    def __init__(self, n_assets: int, window: int = 4096, n_ref: int = 512,
+                 tail_q: float = 0.90, min_fit: int = 200, refit_every: int = 500,
+                 seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
         self.window = window
         self.n_ref = n_ref
         self.tail_q = tail_q
@@ -176,8 +180,10 @@ class BatchedOnlineCalibrator:
         a_s = asset[order]
         occ = np.empty_like(order)
         occ[order] = np.arange(a_s.size) - np.searchsorted(a_s, a_s)
-        pos = (self.count[asset] + occ) % self.window
-        self.ring[asset, pos] = raw
+        k = self.count[asset] + occ  # this score's 0-based position in the asset's stream
+        slot = np.where(k < self.window, k, self.rng.integers(0, np.maximum(k + 1, 1)))
+        keep = slot < self.window
+        self.ring[asset[keep], slot[keep]] = raw[keep]
         np.add.at(self.count, asset, 1)
         np.add.at(self.since_fit, asset, 1)
         due = np.flatnonzero((self.count >= self.min_fit)

@@ -52,7 +52,7 @@ class MahalanobisScorer:
         self.cov = np.zeros((0, self.S, self.S))
         self.prec = np.zeros((0, self.S, self.S))
         self.since_refresh = np.zeros(0, np.int64)
-        self.calibration = BatchedOnlineCalibrator(0, min_fit=calibration_rows)
+        self.calibration = BatchedOnlineCalibrator(0, min_fit=calibration_rows, seed=seed)
         self.resize(n_assets)
 
     def resize(self, n: int) -> None:
