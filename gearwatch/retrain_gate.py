@@ -31,7 +31,8 @@ class Verdict:
 def _overall(m: dict[str, Any]) -> dict[str, Any]:
     o = m.get("overall")
     if not isinstance(o, dict):
-        raise ValueError("no 'overall' section (is this a `gearwatch train evaluate` metrics.json?)")
+        raise ValueError("no 'overall' section: is this a `gearwatch train evaluate` "
+                         "metrics.json?")
     return o
 
 
