@@ -90,5 +90,33 @@ class AgentMetrics:
             registry=r,
         )
 
+        # industrial inputs: labels are configured source/device names, never addresses
+        self.source_up = Gauge(
+            "gearwatch_source_device_up",
+            "1 while a polled device (Modbus unit, serial port) answers, 0 while it is lost",
+            ["source", "device"], registry=r,
+        )
+        self.source_lost = Counter(
+            "gearwatch_source_device_lost",
+            "Times a polled device stopped answering (its sensors go stale until it recovers)",
+            ["source", "device"], registry=r,
+        )
+        self.modbus_requests = Counter(
+            "gearwatch_modbus_requests", "Modbus read requests, by outcome",
+            ["device", "outcome"], registry=r,
+        )
+        self.modbus_registers = Counter(
+            "gearwatch_modbus_registers_read", "Registers and bits read from Modbus devices",
+            ["device"], registry=r,
+        )
+        self.reconnects = Counter(
+            "gearwatch_source_reconnects", "Connections (re)opened by a source", ["source"],
+            registry=r,
+        )
+        self.sparkplug_rebirths = Counter(
+            "gearwatch_sparkplug_rebirth_requests", "Sparkplug B rebirth requests sent",
+            ["source"], registry=r,
+        )
+
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -22,13 +22,16 @@ from edge_agent.batch import SampleBatch
 from edge_agent.config import AgentConfig
 from edge_agent.events import Event, Transition
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_client import MqttConnection
 from edge_agent.pipeline import ClassOutput, Pipeline
 from edge_agent.sinks import line_protocol as lp
 from edge_agent.sinks.alerts import MqttAlertChannel
 from edge_agent.sinks.influx import InfluxSink, make_writer
+from edge_agent.sources.modbus import ModbusSource
 from edge_agent.sources.mqtt import MqttSource
+from edge_agent.sources.mqtt_connection import MqttConnection
 from edge_agent.sources.payloads import DecodeContext
+from edge_agent.sources.serial_port import SerialSource
+from edge_agent.sources.sparkplug import SparkplugDecoder
 from edge_agent.status import SCHEMA_VERSION, status_path, write_status
 
 log = logging.getLogger("gearwatch.agent")
@@ -41,6 +44,8 @@ class AgentState:
     samples: int = 0
     rows: int = 0
     events: list[Event] = field(default_factory=list)
+    # polled devices / serial ports / Sparkplug nodes: "lost" or "ok" (the on_state hooks)
+    source_states: dict[str, str] = field(default_factory=dict)
 
 
 class Agent:
@@ -73,7 +78,18 @@ class Agent:
                 self.registry, cfg.mqtt.topic_template, cfg.mqtt.timestamp,
                 cfg.mqtt.max_payload_bytes, cfg.framer.max_future_s, cfg.framer.max_past_s,
             )
-            self.sources.append(MqttSource(self.mqtt, ctx, self.reporter, self.metrics))
+            decoder = (SparkplugDecoder(cfg.sparkplug) if cfg.mqtt.format == "sparkplug_b"
+                       else None)  # stateful: one per source, with the configured naming
+            self.sources.append(MqttSource(self.mqtt, ctx, self.reporter, self.metrics,
+                                           decoder=decoder, on_state=self.on_source_state))
+        # polled and serial inputs run as tasks that emit into the same queue
+        self.inputs: list[ModbusSource | SerialSource] = [
+            ModbusSource(d, self.registry, self.reporter, self.metrics, self.on_source_state)
+            for d in cfg.modbus
+        ] + [
+            SerialSource(p, self.registry, self.reporter, self.metrics, self.on_source_state)
+            for p in cfg.serial
+        ]
         self.influx: InfluxSink | None = None
         if cfg.influx.enabled:
             self.influx = InfluxSink(make_writer(cfg.influx), self.metrics,
@@ -111,6 +127,8 @@ class Agent:
             self._tasks.append(asyncio.create_task(self.influx.run(), name="influx"))
         for src in self.sources:
             src.attach(self.emit)
+        for inp in self.inputs:
+            self._tasks.append(asyncio.create_task(inp.run(self.emit), name=inp.name))
         if self.mqtt is not None:
             self.mqtt.start()
         self._tasks.append(asyncio.create_task(self._process(), name="process"))
@@ -128,6 +146,16 @@ class Agent:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def on_source_state(self, device: str, state: str) -> None:
+        """A polled device, serial port or Sparkplug node went "lost" or is back ("ok").
+
+        Its sensors simply stop arriving, so the framer marks them NaN after their staleness
+        limit; this records and logs the cause.  Called from source threads too.
+        """
+        self.state.source_states[device] = state
+        log.log(logging.WARNING if state == "lost" else logging.INFO,
+                "input %s is %s", device, state)
 
     async def _shutdown(self) -> None:
         proc = [t for t in self._tasks if t.get_name() == "process"]
