@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -333,11 +334,126 @@ def check_metrics_port(cfg: AgentConfig) -> Iterator[Finding]:
     yield Finding("metrics", OK, f"port {mc.port} on {mc.bind} is free for /metrics")
 
 
+# -- Modbus devices ------------------------------------------------------------------------
+def check_modbus(cfg: AgentConfig) -> Iterator[Finding]:
+    """Connect to every configured device and read the first register of each unit."""
+    import asyncio
+
+    for dev in getattr(cfg, "modbus", []):
+        yield from asyncio.run(_modbus_device(dev))
+
+
+async def _modbus_device(dev: Any) -> list[Finding]:
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+    from pymodbus.framer import FramerType
+
+    name = f"modbus {dev.name}"
+    where = (f"{dev.host}:{dev.port}" if dev.transport == "tcp"
+             else f"{dev.serial_port} at {dev.baudrate} baud {dev.bytesize}{dev.parity}"
+                  f"{dev.stopbits}")
+    client: Any
+    if dev.transport == "tcp":
+        client = AsyncModbusTcpClient(dev.host, port=dev.port, timeout=dev.timeout_s, retries=0,
+                                      reconnect_delay=0)
+    else:
+        client = AsyncModbusSerialClient(
+            dev.serial_port or "", framer=FramerType.RTU, baudrate=dev.baudrate,
+            bytesize=dev.bytesize, parity=dev.parity, stopbits=dev.stopbits,
+            timeout=dev.timeout_s, retries=0, reconnect_delay=0)
+    out: list[Finding] = []
+    try:
+        if not await client.connect():
+            fix = (f"check host = {dev.host!r} and port = {dev.port} of [[modbus]] {dev.name!r} "
+                   "(Modbus TCP's default port is 502) and that the device or gateway is on"
+                   if dev.transport == "tcp" else
+                   f"check serial_port = {dev.serial_port!r}, that it exists and that the "
+                   "gearwatch user is in the dialout group")
+            return [Finding(name, FAIL, f"cannot connect to {where}", fix)]
+        for unit in dev.units:
+            reg = unit.registers[0]
+            addr = reg.address - dev.address_base
+            fn = {"holding": client.read_holding_registers, "input": client.read_input_registers,
+                  "coil": client.read_coils, "discrete": client.read_discrete_inputs}[reg.table]
+            what = f"unit {unit.unit_id} {reg.table} register {reg.address}"
+            try:
+                resp = await fn(addr, count=max(reg.words, 1) if reg.table in
+                                ("holding", "input") else 1, device_id=unit.unit_id)
+            except Exception as e:  # pymodbus raises ModbusIOException on a timeout
+                out.append(Finding(
+                    name, FAIL, f"{what} at {where} does not answer ({type(e).__name__}: {e})",
+                    f"check unit_id = {unit.unit_id} (the device's slave/unit address)"
+                    + (", baudrate, parity and wiring (A/B swapped?)" if dev.transport == "rtu"
+                       else " and that the gateway forwards it")
+                    + f"; a slow device needs a larger timeout_s (now {dev.timeout_s:g})"))
+                continue
+            if resp.isError():
+                code = getattr(resp, "exception_code", None)
+                hint = {1: "the device does not support this function: check `table`",
+                        2: "illegal data address: check `address` and address_base (manuals "
+                           "often count from 1: address_base = 1)",
+                        3: "illegal data value: check `type`/`length` (register count)",
+                        6: "the device is busy: raise poll_interval_s or request_pause_s"}
+                no_unit = (f"check unit_id = {unit.unit_id} (the device's slave/unit address): "
+                           "gateways and many devices answer this for a unit id they do not "
+                           "have")
+                hint.update({4: no_unit, 10: no_unit, 11: no_unit})
+                out.append(Finding(name, FAIL, f"{what} at {where} does not answer: Modbus "
+                                   f"exception {code}",
+                                   hint.get(code or 0, "see the device's manual")))
+                continue
+            got = resp.registers if reg.table in ("holding", "input") else resp.bits[:1]
+            out.append(Finding(name, OK, f"{what} at {where} answers ({got})"))
+    finally:
+        client.close()
+    return out
+
+
+# -- model bundles ---------------------------------------------------------------------------
+def check_bundles(cfg: AgentConfig, models_dir: Path | None = None,
+                  keys_dir: Path | None = None) -> Iterator[Finding]:
+    """Verify every bundle in the model registry (<state_dir>/models) against the trusted keys
+    (the config file's folder/keys): a bundle that fails here is one the agent refuses."""
+    from models.bundle import BundleError, load_bundle, load_trusted_keys
+
+    models = models_dir or Path(cfg.agent.state_dir) / "models"
+    bundles = sorted(models.glob("*/*.gwb")) if models.is_dir() else []
+    if not bundles:
+        yield Finding("models", OK, f"no model bundles in {models} (online detector only)")
+        return
+    keys_at = keys_dir or _KEYS_DIR
+    keys = load_trusted_keys([keys_at]) if keys_at.is_dir() else {}
+    if not keys:
+        yield Finding("models", FAIL, f"{len(bundles)} bundle(s) in {models} but no trusted "
+                      f"public key in {keys_at}",
+                      f"copy the trainer's public key (gearwatch train keygen: NAME.pub) to "
+                      f"{keys_at}/")
+        return
+    for b in bundles:
+        try:
+            bundle = load_bundle(b.read_bytes(), keys)
+        except BundleError as e:
+            yield Finding("models", FAIL, f"{b} is refused: {type(e).__name__}: {e}",
+                          "the file was altered or signed by an unknown key: delete it and "
+                          "republish it from the trainer (gearwatch train publish), or add the "
+                          f"signer's public key to {keys_at}")
+        except OSError as e:
+            yield Finding("models", FAIL, f"cannot read {b}: {e}",
+                          "give the gearwatch user read access")
+        else:
+            yield Finding("models", OK, f"{b.name}: {bundle.asset_class} {bundle.version}, "
+                          "signature and hashes check")
+
+
+_KEYS_DIR = Path("/etc/gearwatch/keys")
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("mqtt", check_mqtt),
     ("influx", check_influx),
     ("state_dir", check_state_dir),
     ("metrics", check_metrics_port),
+    ("modbus", check_modbus),
+    ("models", check_bundles),
 ]
 
 
@@ -355,6 +471,8 @@ def run_checks(cfg: AgentConfig, only: list[str] | None = None) -> list[Finding]
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    global _KEYS_DIR
+    _KEYS_DIR = Path(args.trusted_keys) if args.trusted_keys else Path(args.config).parent / "keys"
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -379,4 +497,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--config", default="/etc/gearwatch/gearwatch.toml")
     p.add_argument("--only", action="append", choices=[n for n, _ in CHECKS],
                    help="run only this check (repeatable)")
+    p.add_argument("--trusted-keys", help="public keys that sign model bundles "
+                   "(default: the config file's folder/keys, /etc/gearwatch/keys)")
     p.set_defaults(func=cmd_doctor)

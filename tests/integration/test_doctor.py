@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -125,3 +126,102 @@ def test_invalid_config_is_reported_not_crashed(tmp_path: Path) -> None:
     r = doctor(cfg)
     assert r.returncode == 1
     assert "[FAIL] config:" in r.stdout and "did you mean 'port'?" in r.stdout
+
+
+def test_modbus_device_that_does_not_answer_is_named(
+    mosquitto: ls.LocalServer, influxdb: ls.LocalServer, db_name: str, tmp_path: Path
+) -> None:
+    """A real Modbus TCP pump simulator serves unit 1; unit 7 is configured but silent, and a
+    second device points at a port where nothing listens."""
+    import asyncio
+    import threading
+
+    from simulators.pump_modbus import PumpModbusSim
+
+    port, dead = ls.free_port(), ls.free_port()
+    sim = PumpModbusSim(["pump-1"])
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    async def serve() -> None:
+        await sim.start_tcp("127.0.0.1", port)
+        sim.step()
+        started.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(serve()),
+                                              loop.run_forever()), daemon=True)
+    thread.start()
+    try:
+        assert started.wait(30)
+        regs = ('registers = [{ table = "input", address = 0, type = "float32", '
+                'sensor = "speed_rpm" }]')
+        extra = f"""
+[[modbus]]
+name = "skid"
+host = "127.0.0.1"
+port = {port}
+timeout_s = 1.0
+order = "CDAB"
+[[modbus.units]]
+unit_id = 1
+asset = "pump-1"
+{regs}
+[[modbus.units]]
+unit_id = 7
+asset = "pump-1"
+registers = [{{ table = "holding", address = 1, type = "int16", sensor = "bearing_temp_c" }}]
+
+[[modbus]]
+name = "switched-off"
+host = "127.0.0.1"
+port = {dead}
+[[modbus.units]]
+unit_id = 1
+asset = "pump-1"
+registers = [{{ table = "input", address = 4, type = "float32", sensor = "flow_m3h" }}]
+"""
+        cfg = write_config(tmp_path / "c.toml", mosquitto.port, influxdb.url, db_name,
+                           tmp_path / "state", extra=extra)
+        r = doctor(cfg)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    out = r.stdout
+    assert r.returncode == 1, out
+    assert f"[ OK ] modbus skid: unit 1 input register 0 at 127.0.0.1:{port} answers" in out
+    # the simulator, like a Modbus gateway, answers an exception for a unit id it lacks
+    assert f"[FAIL] modbus skid: unit 7 holding register 1 at 127.0.0.1:{port} does not " \
+           "answer: Modbus exception 4" in out
+    assert "fix: check unit_id = 7 (the device's slave/unit address)" in out
+    assert f"[FAIL] modbus switched-off: cannot connect to 127.0.0.1:{dead}" in out
+    assert f"fix: check host = '127.0.0.1' and port = {dead} of [[modbus]] 'switched-off'" in out
+    assert "2 problem(s)" in out
+
+
+def test_tampered_bundle_is_named(
+    mosquitto: ls.LocalServer, influxdb: ls.LocalServer, db_name: str, tmp_path: Path,
+    blob: bytes, signing_key: Any,
+) -> None:
+    """A signed bundle in the registry checks; the same bundle with one byte changed does not."""
+    from models.bundle import load_bundle, save_keypair, write_to_registry
+
+    save_keypair(tmp_path / "keys", key=signing_key)
+    key = signing_key
+    state = tmp_path / "state"
+    good = write_to_registry(state / "models", blob)
+    load_bundle(good.read_bytes(), key.public_key())  # what the agent accepts
+    cfg = write_config(tmp_path / "c.toml", mosquitto.port, influxdb.url, db_name, state)
+    ok = doctor(cfg)
+    assert ok.returncode == 0, ok.stdout
+    assert f"[ OK ] models: {good.name}: " in ok.stdout
+    assert "signature and hashes check" in ok.stdout
+
+    data = bytearray(blob)
+    data[len(data) // 2] ^= 0x01
+    bad = good.with_name("20991231T000000Z-tampered.gwb")
+    bad.write_bytes(bytes(data))
+    r = doctor(cfg)
+    assert r.returncode == 1, r.stdout
+    assert f"[FAIL] models: {bad} is refused:" in r.stdout
+    assert "fix: the file was altered or signed by an unknown key: delete it and republish " \
+           "it from the trainer (gearwatch train publish)" in r.stdout
