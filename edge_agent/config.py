@@ -46,6 +46,8 @@ class AgentSection(_Strict):
     state_dir: str = "./var/gearwatch"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
+    status_interval_s: float = Field(5.0, ge=0, le=3600,
+                                     description="write state_dir/status.json; 0 = never")
 
 
 class MqttSection(_Strict):

@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-_CONTEXT = ("asset", "source", "event_id")
+_CONTEXT = ("asset", "source", "event_id", "sink")
 
 
 class JsonFormatter(logging.Formatter):

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "train": "trainer.cli",
     "sim": "simulators.cli",
     "demo": "gearwatch.demo",
+    "doctor": "edge_agent.doctor",
 }
 
 

@@ -230,17 +230,19 @@ class InfluxSink:
                 self.metrics.sink_points.labels(self.writer.name).inc(n)
                 self.points_written += n
                 if not self.healthy:
-                    log.info("InfluxDB writes succeed (%s)", self.writer.name)
+                    log.info("InfluxDB writes succeed (%s)", self.writer.name,
+                             extra={"sink": self.writer.name})
                 self.healthy = True
                 return
             except InfluxWriteError as e:
                 self.metrics.sink_errors.labels(self.writer.name).inc()
                 if not e.retryable:
                     log.error("InfluxDB rejected points of a batch of %d (not retried): %s",
-                              n, e)
+                              n, e, extra={"sink": self.writer.name})
                     return
                 if self.healthy or attempt == 0:
-                    log.warning("InfluxDB write failed, will retry: %s", e)
+                    log.warning("InfluxDB write failed, will retry: %s", e,
+                                extra={"sink": self.writer.name})
                 self.healthy = False
                 attempt += 1
                 backoff = min(self.max_backoff, 0.2 * 2 ** min(attempt, 10))
