@@ -27,7 +27,7 @@ lint:
 	$(BIN)/ruff check .
 
 typecheck:
-	$(BIN)/mypy edge_agent models trainer simulators gearwatch tests
+	$(BIN)/mypy $(wildcard edge_agent models trainer simulators gearwatch tests)
 
 pytest:
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -62,11 +62,13 @@ class BadInputReporter:
             log.warning(
                 "bad input from %s at %s: %s: %s (raw: %s)",
                 source, rej.where, rej.reason, rej.detail, safe_repr(rej.raw, 200),
+                extra={"source": source},
             )
         elif due:
             log.warning(
                 "bad input from %s: %d more '%s' since the last report (latest: %s at %s)",
                 source, count, rej.reason, rej.detail, rej.where,
+                extra={"source": source},
             )
         if self.dead_letter is not None:
             raw = rej.raw[: self.max_raw]

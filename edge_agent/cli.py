@@ -45,6 +45,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what the running agent is doing, from the status.json it keeps in its state dir."""
+    from pathlib import Path
+
+    from edge_agent.status import format_status, read_status, staleness, status_path
+
+    if args.state_dir:
+        state_dir = args.state_dir
+    else:
+        try:
+            state_dir = load_config(args.config).agent.state_dir
+        except ConfigError as e:
+            print(f"{args.config}: {e}", file=sys.stderr)
+            return 2
+    path = status_path(state_dir)
+    try:
+        doc = read_status(Path(path))
+    except FileNotFoundError:
+        print(f"no {path}: the agent has not run with this state_dir (or cannot write it); "
+              "start it (systemctl start gearwatch-agent) and look at its log "
+              "(journalctl -u gearwatch-agent)", file=sys.stderr)
+        return 3
+    except (OSError, ValueError) as e:
+        print(f"cannot read {path}: {e}", file=sys.stderr)
+        return 3
+    if args.json:
+        import json
+
+        print(json.dumps(doc, indent=1))
+    else:
+        print(format_status(doc))
+    return 1 if staleness(doc)[1] else 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("agent", help="run the edge agent")
     asub = p.add_subparsers(dest="agent_command", metavar="ACTION")
@@ -54,4 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = asub.add_parser("check", help="validate a config file")
     c.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     c.set_defaults(func=cmd_check)
+    s = asub.add_parser("status", help="what the running agent is doing now (from status.json)")
+    s.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    s.add_argument("--state-dir", help="read STATE_DIR/status.json instead of the config's")
+    s.add_argument("--json", action="store_true", help="print the raw status document")
+    s.set_defaults(func=cmd_status)
     p.set_defaults(func=lambda a: (p.print_help(file=sys.stderr), 2)[1])

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_agent.sources.modbus_config import ModbusDeviceConfig
+from edge_agent.sources.serial_config import SerialPortConfig
+from edge_agent.sources.sparkplug import SparkplugMapping
 from models.catalog import BUILTIN_CLASSES
 from models.schema import AssetSchema, OffCondition, SensorSpec
 
@@ -43,6 +46,8 @@ class AgentSection(_Strict):
     state_dir: str = "./var/gearwatch"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
+    status_interval_s: float = Field(5.0, ge=0, le=3600,
+                                     description="write state_dir/status.json; 0 = never")
 
 
 class MqttSection(_Strict):
@@ -362,6 +367,10 @@ class AgentConfig(_Strict):
     console: ConsoleSection = ConsoleSection()
     asset_classes: list[AssetClassConfig] = []
     assets: list[AssetConfig] = Field(min_length=1)
+    # industrial inputs: polled devices and serial instruments, and Sparkplug B naming
+    modbus: list[ModbusDeviceConfig] = []
+    serial: list[SerialPortConfig] = []
+    sparkplug: SparkplugMapping = SparkplugMapping()
 
     @model_validator(mode="after")
     def _classes_known(self) -> AgentConfig:
@@ -374,6 +383,31 @@ class AgentConfig(_Strict):
                     + (f"did you mean {hint[0]!r}? " if hint else "")
                     + f"define it under [[asset_classes]] or use one of {sorted(known)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _inputs_name_known_sensors(self) -> AgentConfig:
+        schemas = self.schemas()
+        classes = {a.id: schemas[a.asset_class] for a in self.assets}
+        names = [d.name for d in self.modbus] + [p.name for p in self.serial]
+        if len(set(names)) != len(names):
+            raise ValueError("modbus/serial: each device and port needs its own `name`")
+        for d in self.modbus:
+            for u in d.units:
+                for r in u.registers:
+                    if r.sensor is None:
+                        continue
+                    asset = r.asset or u.asset or ""
+                    where = f"modbus {d.name!r} unit {u.unit_id} register {r.address}"
+                    if asset not in classes:
+                        raise ValueError(f"{where}: asset {asset!r} is not among [[assets]]")
+                    if classes[asset].index_of(r.sensor) is None:
+                        raise ValueError(
+                            f"{where}: asset {asset!r} has no sensor {r.sensor!r}; its sensors "
+                            f"are {', '.join(classes[asset].sensor_names)}")
+        for p in self.serial:
+            if p.asset is not None and p.asset not in classes:
+                raise ValueError(f"serial {p.name!r}: asset {p.asset!r} is not among [[assets]]")
         return self
 
     def schemas(self) -> dict[str, AssetSchema]:

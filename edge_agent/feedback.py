@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 from edge_agent.bad_input import BadInputReporter, Reject
 from edge_agent.desk import DeskError, EventDesk
-from edge_agent.mqtt_client import MqttConnection
+from edge_agent.sources.mqtt_connection import MqttConnection
 
 log = logging.getLogger("gearwatch.feedback")
 

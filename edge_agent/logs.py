@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-_CONTEXT = ("asset", "source", "event_id")
+_CONTEXT = ("asset", "source", "event_id", "sink")
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,3 +37,6 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pymodbus logs an ERROR of its own on every timeout; the Modbus source already reports
+    # a lost device once, with its name, and counts every failed request
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

@@ -12,6 +12,31 @@ class AgentMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        # health, for dashboards, alerting rules and `gearwatch agent status`
+        self.source_connected = Gauge(
+            "gearwatch_source_up", "1 while a source is connected, 0 while it is lost",
+            ["source"], registry=r,
+        )
+        self.sink_up = Gauge(
+            "gearwatch_sink_up", "1 while a sink's last write succeeded", ["sink"], registry=r
+        )
+        self.sink_backlog = Gauge(
+            "gearwatch_sink_backlog_points", "Points accepted but not yet written by a sink",
+            ["sink"], registry=r,
+        )
+        # one series per configured asset: bounded by the config, never by the input
+        self.asset_last_sample = Gauge(
+            "gearwatch_asset_last_sample_received_timestamp_seconds",
+            "Wall-clock time (Unix s) the agent last received a sample of a configured asset",
+            ["asset"], registry=r,
+        )
+        self.model_info = Gauge(
+            "gearwatch_model_info", "1 for the model version each asset class is scored with",
+            ["asset_class", "scorer", "version"], registry=r,
+        )
+        self.start_time = Gauge(
+            "gearwatch_agent_start_time_seconds", "Unix time the agent started", registry=r
+        )
         self.samples_in = Counter(
             "gearwatch_samples_received", "Samples decoded from sources", ["source"], registry=r
         )
@@ -85,6 +110,33 @@ class AgentMetrics:
         self.threshold_offset = Gauge(
             "gearwatch_threshold_offset", "Feedback raise of an asset's open threshold",
             ["asset"], registry=r,
+        )
+        # industrial inputs: labels are configured source/device names, never addresses
+        self.source_up = Gauge(
+            "gearwatch_source_device_up",
+            "1 while a polled device (Modbus unit, serial port) answers, 0 while it is lost",
+            ["source", "device"], registry=r,
+        )
+        self.source_lost = Counter(
+            "gearwatch_source_device_lost",
+            "Times a polled device stopped answering (its sensors go stale until it recovers)",
+            ["source", "device"], registry=r,
+        )
+        self.modbus_requests = Counter(
+            "gearwatch_modbus_requests", "Modbus read requests, by outcome",
+            ["device", "outcome"], registry=r,
+        )
+        self.modbus_registers = Counter(
+            "gearwatch_modbus_registers_read", "Registers and bits read from Modbus devices",
+            ["device"], registry=r,
+        )
+        self.reconnects = Counter(
+            "gearwatch_source_reconnects", "Connections (re)opened by a source", ["source"],
+            registry=r,
+        )
+        self.sparkplug_rebirths = Counter(
+            "gearwatch_sparkplug_rebirth_requests", "Sparkplug B rebirth requests sent",
+            ["source"], registry=r,
         )
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:

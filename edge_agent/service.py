@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -24,18 +25,22 @@ from edge_agent.desk import EventDesk
 from edge_agent.events import Event, Transition
 from edge_agent.feedback import MqttFeedback
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_client import MqttConnection
 from edge_agent.pipeline import ClassOutput, Pipeline
 from edge_agent.sinks import line_protocol as lp
 from edge_agent.sinks.alerts import MqttAlertChannel
 from edge_agent.sinks.channels import make_channels
 from edge_agent.sinks.influx import InfluxSink, make_writer
+from edge_agent.sources.modbus import ModbusSource
 from edge_agent.sources.mqtt import MqttSource
+from edge_agent.sources.mqtt_connection import MqttConnection
 from edge_agent.sources.payloads import DecodeContext
 from edge_agent.store import Store
 
 if TYPE_CHECKING:
     from edge_agent.console.server import Console
+from edge_agent.sources.serial_port import SerialSource
+from edge_agent.sources.sparkplug import SparkplugDecoder
+from edge_agent.status import SCHEMA_VERSION, status_path, write_status
 
 log = logging.getLogger("gearwatch.agent")
 
@@ -47,6 +52,8 @@ class AgentState:
     samples: int = 0
     rows: int = 0
     events: list[Event] = field(default_factory=list)
+    # polled devices / serial ports / Sparkplug nodes: "lost" or "ok" (the on_state hooks)
+    source_states: dict[str, str] = field(default_factory=dict)
 
 
 class Agent:
@@ -79,7 +86,18 @@ class Agent:
                 self.registry, cfg.mqtt.topic_template, cfg.mqtt.timestamp,
                 cfg.mqtt.max_payload_bytes, cfg.framer.max_future_s, cfg.framer.max_past_s,
             )
-            self.sources.append(MqttSource(self.mqtt, ctx, self.reporter, self.metrics))
+            decoder = (SparkplugDecoder(cfg.sparkplug) if cfg.mqtt.format == "sparkplug_b"
+                       else None)  # stateful: one per source, with the configured naming
+            self.sources.append(MqttSource(self.mqtt, ctx, self.reporter, self.metrics,
+                                           decoder=decoder, on_state=self.on_source_state))
+        # polled and serial inputs run as tasks that emit into the same queue
+        self.inputs: list[ModbusSource | SerialSource] = [
+            ModbusSource(d, self.registry, self.reporter, self.metrics, self.on_source_state)
+            for d in cfg.modbus
+        ] + [
+            SerialSource(p, self.registry, self.reporter, self.metrics, self.on_source_state)
+            for p in cfg.serial
+        ]
         self.influx: InfluxSink | None = None
         if cfg.influx.enabled:
             self.influx = InfluxSink(make_writer(cfg.influx), self.metrics,
@@ -106,6 +124,8 @@ class Agent:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
+        self.started_at = time.time()
+        self._last_rx = np.zeros(len(self.registry))  # wall-clock s of each asset's last sample
 
     # -- hooks for sources that know when they lose a device (Modbus, serial) ---------------------
     def source_lost(self, asset_ids: list[str]) -> None:
@@ -146,9 +166,17 @@ class Agent:
             console = Console(self)
             await console.start()
             self.console = console
+        for inp in self.inputs:
+            self._tasks.append(asyncio.create_task(inp.run(self.emit), name=inp.name))
         if self.mqtt is not None:
             self.mqtt.start()
         self._tasks.append(asyncio.create_task(self._process(), name="process"))
+        self.metrics.start_time.set(self.started_at)
+        for name in self.registry.classes:
+            self.metrics.model_info.labels(name, cfg.scoring.online_detector,
+                                           self._model_version(name)).set(1)
+        if cfg.agent.status_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._report_status(), name="status"))
         log.info("agent running: %d assets in %d classes", len(self.registry),
                  len(self.registry.classes))
         self.ready.set()
@@ -157,6 +185,21 @@ class Agent:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def on_source_state(self, device: str, state: str) -> None:
+        """A polled device, serial port or Sparkplug node went "lost" or is back ("ok").
+
+        Its sensors simply stop arriving, so the framer marks them NaN after their staleness
+        limit; this records and logs the cause.  Called from source threads too.
+        """
+        self.state.source_states[device] = state
+        log.log(logging.WARNING if state == "lost" else logging.INFO,
+                "input %s is %s", device, state)
+        # no alerts for the assets a lost device feeds (issue 5's suppression hook)
+        assets = [a for inp in self.inputs for key, h in inp.health().items() if key == device
+                  for a in h.get("assets", [])]
+        if assets:
+            (self.source_lost if state == "lost" else self.source_recovered)(assets)
 
     async def _shutdown(self) -> None:
         proc = [t for t in self._tasks if t.get_name() == "process"]
@@ -222,6 +265,7 @@ class Agent:
         if batch is not None:
             self.pipeline.ingest(batch)
             self.state.samples += len(batch)
+            self._last_rx[batch.asset] = time.time()
             if self.influx is not None and self.cfg.influx.write_raw:
                 lines = lp.telemetry_lines(batch.asset, batch.sensor, batch.ts_ns, batch.value,
                                            self._series, self._sensor_names)
@@ -267,8 +311,93 @@ class Agent:
         log.warning(
             "event %s %s on %s: peak %.1f, top sensors %s", ev.id, tr.kind, ev.asset,
             ev.peak_score, ", ".join(f"{s} {w:.0%}" for s, w in ev.top_sensors),
+            extra={"asset": ev.asset, "event_id": ev.id},
         )
         if self.influx is not None:
             self.influx.submit([lp.event_line(ev)])
         for ch in self.alerts:
             ch.send(tr.kind, ev)
+
+    # -- status: Prometheus health gauges and status.json ---------------------------------
+    def _model_version(self, asset_class: str) -> str:
+        cp = self.pipeline.classes.get(asset_class)
+        return str(getattr(getattr(cp, "events", None), "model_version", "online"))
+
+    def _source_states(self) -> list[dict[str, str]]:
+        out = []
+        for src in self.sources:
+            up = self.mqtt is not None and self.mqtt.connected.is_set()
+            detail = (f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"
+                      if self.mqtt is not None else "")
+            out.append({"name": src.name, "state": "connected" if up else "lost",
+                        "detail": detail})
+            self.metrics.source_connected.labels(src.name).set(1 if up else 0)
+        for name, st in getattr(self.state, "source_states", {}).items():
+            out.append({"name": str(name), "state": str(st), "detail": ""})
+        return out
+
+    def status_doc(self) -> dict[str, object]:
+        """What `gearwatch agent status` prints; also refreshes the health gauges."""
+        m = self.metrics
+        sinks = []
+        if self.influx is not None:
+            name = self.influx.writer.name
+            up = self.influx.healthy
+            m.sink_up.labels(name).set(1 if up else 0)
+            m.sink_backlog.labels(name).set(self.influx.backlog_points)
+            sinks.append({"name": name, "state": "ok" if up else "failing",
+                          "url": self.cfg.influx.url, "backlog_points": self.influx.backlog_points,
+                          "points_written": self.influx.points_written})
+        open_by_asset: dict[str, str] = {}
+        open_events = []
+        for cp in self.pipeline.classes.values():
+            for ev in cp.events.open_events.values():
+                open_by_asset[ev.asset] = ev.id
+                open_events.append(ev.to_dict())
+        assets = []
+        for i, info in enumerate(self.registry.infos):
+            last = float(self._last_rx[i]) or None
+            if last:
+                m.asset_last_sample.labels(info.asset_id).set(last)
+            assets.append({"id": info.asset_id, "class": info.schema.asset_class,
+                           "last_sample_at": last, "open_event": open_by_asset.get(info.asset_id)})
+        doc: dict[str, object] = {
+            "schema": SCHEMA_VERSION,
+            "pid": os.getpid(),
+            "host": os.uname().nodename,
+            "site": self.cfg.agent.site,
+            "started_at": self.started_at,
+            "written_at": time.time(),
+            "interval_s": self.cfg.agent.status_interval_s,
+            "sources": self._source_states(),
+            "sinks": sinks,
+            "models": [{"asset_class": name, "scorer": self.cfg.scoring.online_detector,
+                        "version": self._model_version(name)}
+                       for name in self.registry.classes],
+            "assets": assets,
+            "open_events": open_events,
+            "counters": {"samples": self.state.samples, "rows": self.state.rows,
+                         "events_opened": len(self.state.events),
+                         "queue_batches": self.queue.qsize()},
+        }
+        spool = getattr(self, "spool", None)
+        if spool is not None and hasattr(spool, "status"):
+            doc["spool"] = spool.status()
+        return doc
+
+    async def _report_status(self) -> None:
+        path = status_path(self.cfg.agent.state_dir)
+        warned = False
+        while True:
+            try:
+                doc = self.status_doc()
+                await asyncio.to_thread(write_status, path, doc)
+                warned = False
+            except OSError as e:
+                if not warned:
+                    log.warning("cannot write %s: %s (gearwatch agent status will say stale)",
+                                path, e)
+                warned = True
+            except Exception:
+                log.exception("building the status failed")
+            await asyncio.sleep(self.cfg.agent.status_interval_s)

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "demo": "gearwatch.demo",
     "events": "edge_agent.events_cli",
     "console": "edge_agent.console.cli",
+    "doctor": "edge_agent.doctor",
 }
 
 

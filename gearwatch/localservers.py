@@ -50,6 +50,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
   max-body-size = 0
+  auth-enabled = {auth}
 [monitor]
   store-enabled = false
 [continuous_queries]
@@ -162,13 +163,17 @@ def mosquitto(base: Path, port: int | None = None) -> LocalServer:
     return LocalServer("mosquitto", port, d, [find_binary("mosquitto"), "-c", str(conf)])
 
 
-def influxdb(base: Path, port: int | None = None) -> LocalServer:
+def influxdb(base: Path, port: int | None = None, auth: bool = False,
+             name: str = "influxdb") -> LocalServer:
+    """InfluxDB 1.x; with `auth` the HTTP API needs credentials (create the first admin with
+    `CREATE USER ... WITH ALL PRIVILEGES`, which 1.x allows unauthenticated while none exists)."""
     port = port or free_port()
     rpc = free_port()
-    d = base / "influxdb"
+    d = base / name
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "influxdb.conf"
-    conf.write_text(INFLUXDB_CONF.format(port=port, rpc_port=rpc, dir=d))
+    conf.write_text(INFLUXDB_CONF.format(port=port, rpc_port=rpc, dir=d,
+                                         auth="true" if auth else "false"))
     return LocalServer("influxd", port, d, [find_binary("influxd"), "-config", str(conf)],
                        extra={"rpc_port": rpc})
 

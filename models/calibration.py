@@ -126,3 +126,94 @@ class OnlineCalibrator(TailCalibrator):
             self._fit_tail()
             self.n_seen = self._count
             self._since_fit = 0
+
+
+class BatchedOnlineCalibrator:
+    """Online calibrators for many assets at once: no Python loop over assets in the hot path.
+
+    Each asset keeps a uniform reservoir sample of all its normal raw scores (Algorithm R,
+    vectorised: the k-th score replaces a random slot with probability window/k), so its
+    calibration reflects its whole normal history, not the last hour; every `refit_every` new
+    scores it is refitted (quantiles of the reservoir, robust exponential tail, as
+    `TailCalibrator`).  `surprise` compares each row against its asset's `n_ref` quantiles in
+    one vectorised operation.
+    """
+
+    def __init__(self, n_assets: int, window: int = 4096, n_ref: int = 512,
+                 tail_q: float = 0.90, min_fit: int = 200, refit_every: int = 500,
+                 seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.window = window
+        self.n_ref = n_ref
+        self.tail_q = tail_q
+        self.min_fit = min_fit
+        self.refit_every = refit_every
+        self.n = 0
+        self.ring = np.zeros((0, window))
+        self.count = np.zeros(0, np.int64)
+        self.since_fit = np.zeros(0, np.int64)
+        self.ref = np.zeros((0, n_ref))
+        self.u = np.zeros(0)
+        self.beta = np.ones(0)
+        self.fitted = np.zeros(0, bool)
+        self.resize(n_assets)
+
+    def resize(self, n: int) -> None:
+        grow = n - self.n
+        if grow <= 0:
+            return
+        self.ring = np.vstack([self.ring, np.zeros((grow, self.window))])
+        self.count = np.concatenate([self.count, np.zeros(grow, np.int64)])
+        self.since_fit = np.concatenate([self.since_fit, np.zeros(grow, np.int64)])
+        self.ref = np.vstack([self.ref, np.zeros((grow, self.n_ref))])
+        self.u = np.concatenate([self.u, np.zeros(grow)])
+        self.beta = np.concatenate([self.beta, np.ones(grow)])
+        self.fitted = np.concatenate([self.fitted, np.zeros(grow, bool)])
+        self.n = n
+
+    def update(self, asset: np.ndarray, raw: np.ndarray) -> None:
+        ok = np.isfinite(raw)
+        asset, raw = asset[ok], raw[ok]
+        if asset.size == 0:
+            return
+        order = np.argsort(asset, kind="stable")
+        a_s = asset[order]
+        occ = np.empty_like(order)
+        occ[order] = np.arange(a_s.size) - np.searchsorted(a_s, a_s)
+        k = self.count[asset] + occ  # this score's 0-based position in the asset's stream
+        slot = np.where(k < self.window, k, self.rng.integers(0, np.maximum(k + 1, 1)))
+        keep = slot < self.window
+        self.ring[asset[keep], slot[keep]] = raw[keep]
+        np.add.at(self.count, asset, 1)
+        np.add.at(self.since_fit, asset, 1)
+        due = np.flatnonzero((self.count >= self.min_fit)
+                             & (~self.fitted | (self.since_fit >= self.refit_every)))
+        if due.size:
+            self._refit(due)
+
+    def _refit(self, due: np.ndarray) -> None:
+        qs = np.linspace(0.0, 1.0, self.n_ref)
+        for length in np.unique(np.minimum(self.count[due], self.window)):
+            grp = due[np.minimum(self.count[due], self.window) == length]
+            data = np.sort(self.ring[grp, :length], axis=1)
+            self.ref[grp] = np.quantile(data, qs, axis=1).T
+            self.u[grp] = np.quantile(data, self.tail_q, axis=1)
+            q99 = np.quantile(data, 0.99, axis=1)
+            spread = np.maximum(data.std(axis=1), 1e-9)
+            decades = np.log((1.0 - self.tail_q) / 0.01)
+            self.beta[grp] = np.maximum((q99 - self.u[grp]) / decades, 1e-6 * spread)
+        self.fitted[due] = True
+        self.since_fit[due] = 0
+
+    def surprise(self, asset: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """-log10 P(normal >= raw) per row; NaN where the asset is not calibrated yet."""
+        x = np.asarray(raw, np.float64)
+        ref = self.ref[asset]
+        above = (ref >= x[:, None]).sum(axis=1)
+        p_emp = (above + 1.0) / (self.n_ref + 1.0)
+        u, beta = self.u[asset], self.beta[asset]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            p_tail = (1.0 - self.tail_q) * np.exp(-(x - u) / beta)
+            s = -np.log10(np.where(x > u, p_tail, p_emp))
+        s = np.clip(s, 0.0, MAX_SURPRISE)
+        return np.where(np.isnan(x) | ~self.fitted[asset], np.nan, s)

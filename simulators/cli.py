@@ -50,6 +50,18 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from simulators.loadgen import run_load
+
+    rep = run_load(args.host, args.port, args.assets, args.sensors, args.rate, args.seconds,
+                   args.batch_rows, args.qos, args.layout, args.site)
+    print(json.dumps({"messages": rep.messages, "samples": rep.samples,
+                      "seconds": round(rep.seconds, 3),
+                      "samples_per_s": round(rep.samples_per_s), "late_batches":
+                      rep.late_batches, "max_lag_s": round(rep.max_lag_s, 3)}))
+    return 0
+
+
 def _common(p: argparse.ArgumentParser, duration: float) -> None:
     p.add_argument("--assets", type=int, default=3, help="number of pumps (default 3)")
     p.add_argument("--prefix", default="pump", help="asset id prefix: pump-1, pump-2, ...")
@@ -82,6 +94,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--random-faults", type=int, default=0,
                    help="add N faults cycling through every kind at random times")
     h.set_defaults(func=cmd_history)
+    ld = ssub.add_parser("load", help="load generator: N assets x M sensors at R Hz, real time")
+    ld.add_argument("--host", default="127.0.0.1")
+    ld.add_argument("--port", type=int, default=1883)
+    ld.add_argument("--site", default="bench")
+    ld.add_argument("--assets", type=int, default=1000)
+    ld.add_argument("--sensors", type=int, default=10)
+    ld.add_argument("--rate", type=float, default=10.0, help="rows per second per asset")
+    ld.add_argument("--seconds", type=float, default=60.0)
+    ld.add_argument("--batch-rows", type=int, default=10, help="rows per message (columns/rows)")
+    ld.add_argument("--layout", choices=("columns", "rows", "row"), default="columns")
+    ld.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    ld.set_defaults(func=cmd_load)
     if importlib.util.find_spec("simulators.transports_cli") is not None:
         importlib.import_module("simulators.transports_cli").add_commands(ssub)
     p.set_defaults(func=lambda a: (p.print_help(file=sys.stderr), 2)[1])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge_agent.scoring.base import Scores
-from models.calibration import OnlineCalibrator
+from models.calibration import BatchedOnlineCalibrator
 from models.schema import AssetSchema
 
 
@@ -52,7 +52,7 @@ class MahalanobisScorer:
         self.cov = np.zeros((0, self.S, self.S))
         self.prec = np.zeros((0, self.S, self.S))
         self.since_refresh = np.zeros(0, np.int64)
-        self.calibrators: list[OnlineCalibrator] = []
+        self.calibration = BatchedOnlineCalibrator(0, min_fit=calibration_rows, seed=seed)
         self.resize(n_assets)
 
     def resize(self, n: int) -> None:
@@ -65,11 +65,7 @@ class MahalanobisScorer:
         self.cov = np.concatenate([self.cov, np.zeros((grow, S, S))])
         self.prec = np.concatenate([self.prec, np.zeros((grow, S, S))])
         self.since_refresh = np.concatenate([self.since_refresh, np.zeros(grow, np.int64)])
-        for i in range(self.n, n):
-            self.calibrators.append(
-                OnlineCalibrator(min_fit=self.calibration_rows, refit_every=500,
-                                 seed=self.seed + i)
-            )
+        self.calibration.resize(n)
         self.n = n
 
     def _refresh(self, assets: np.ndarray) -> None:
@@ -96,17 +92,10 @@ class MahalanobisScorer:
         return t2, shares
 
     def score(self, asset: np.ndarray, rows: np.ndarray) -> Scores:
-        n = rows.shape[0]
         ready = self.n_learned[asset] >= self.warmup
         raw, shares = self.raw_and_shares(asset, rows)
         raw = np.where(ready & ~np.isnan(rows).all(axis=1), raw, np.nan)
-        score = np.full(n, np.nan)
-        for a in np.unique(asset[ready]):
-            cal = self.calibrators[a]
-            if cal.fitted:
-                m = asset == a
-                score[m] = cal.surprise(raw[m])
-        return Scores(raw, score, shares)
+        return Scores(raw, self.calibration.surprise(asset, raw), shares)
 
     def learn(
         self, asset: np.ndarray, rows: np.ndarray, normal: np.ndarray, scores: Scores
@@ -138,8 +127,4 @@ class MahalanobisScorer:
         )
         if due.size:
             self._refresh(due)
-        for a in np.unique(a_all):
-            r = raw_all[a_all == a]
-            r = r[np.isfinite(r)]
-            if r.size:
-                self.calibrators[a].update(r)
+        self.calibration.update(a_all, raw_all)

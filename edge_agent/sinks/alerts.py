@@ -10,7 +10,7 @@ import orjson
 
 from edge_agent.events import Event
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_client import MqttConnection
+from edge_agent.sources.mqtt_connection import MqttConnection
 
 
 def iso(ns: int | None) -> str | None:

@@ -72,7 +72,10 @@ class InfluxV1Writer:
     async def prepare(self) -> None:
         if self.cfg.create_database:
             q = f'CREATE DATABASE "{self.cfg.database}"'
-            resp = await self.http.post("/query", data={"q": q})
+            try:
+                resp = await self.http.post("/query", data={"q": q})
+            except httpx.HTTPError as e:
+                raise InfluxWriteError(0, f"{type(e).__name__}: {e} ({self.cfg.url})") from e
             if resp.status_code >= 400:
                 raise InfluxWriteError(resp.status_code, resp.text)
 
@@ -180,14 +183,17 @@ class InfluxSink:
 
     async def run(self) -> None:
         prepared = False
+        failures = 0
         while True:
             if not prepared:
                 try:
                     await self.writer.prepare()
                     prepared = True
                 except InfluxWriteError as e:
-                    log.warning("InfluxDB not ready (%s); retrying", e)
-                    await asyncio.sleep(1.0)
+                    if failures % 20 == 0:  # once, then now and then: no log flood
+                        log.warning("InfluxDB not ready (%s); retrying", e)
+                    failures += 1
+                    await asyncio.sleep(min(self.max_backoff, 0.5 * 2 ** min(failures, 6)))
                     continue
             due = self._pending.first_at + self.flush_interval - time.monotonic()
             if (self._pending.lines or self._pending.acks) and (
@@ -224,17 +230,19 @@ class InfluxSink:
                 self.metrics.sink_points.labels(self.writer.name).inc(n)
                 self.points_written += n
                 if not self.healthy:
-                    log.info("InfluxDB writes succeed (%s)", self.writer.name)
+                    log.info("InfluxDB writes succeed (%s)", self.writer.name,
+                             extra={"sink": self.writer.name})
                 self.healthy = True
                 return
             except InfluxWriteError as e:
                 self.metrics.sink_errors.labels(self.writer.name).inc()
                 if not e.retryable:
                     log.error("InfluxDB rejected points of a batch of %d (not retried): %s",
-                              n, e)
+                              n, e, extra={"sink": self.writer.name})
                     return
                 if self.healthy or attempt == 0:
-                    log.warning("InfluxDB write failed, will retry: %s", e)
+                    log.warning("InfluxDB write failed, will retry: %s", e,
+                                extra={"sink": self.writer.name})
                 self.healthy = False
                 attempt += 1
                 backoff = min(self.max_backoff, 0.2 * 2 ** min(attempt, 10))

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import orjson
 
 from edge_agent.events import Event
 
@@ -31,6 +32,13 @@ def field_str(v: str) -> str:
 
 def _num(v: float) -> str:
     return repr(float(v))
+
+
+def _texts(values: np.ndarray) -> list[str]:
+    """Shortest round-trip text of each float, formatted in C by orjson (no per-value repr)."""
+    if values.size == 0:
+        return []
+    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",")
 
 
 def telemetry_lines(
@@ -50,18 +58,18 @@ def telemetry_lines(
     if n == 0:
         return []
     order = np.lexsort((sensor, ts_ns, asset))
-    a, s, t, v = asset[order], sensor[order], ts_ns[order], value[order]
+    a, s, t = asset[order], sensor[order], ts_ns[order]
+    v_s = _texts(np.ascontiguousarray(value[order], dtype=np.float64))
     brk = np.flatnonzero((a[1:] != a[:-1]) | (t[1:] != t[:-1])) + 1
     starts = np.r_[0, brk]
     ends = np.r_[brk, n]
-    a_l, s_l, t_l = a.tolist(), s.tolist(), t.tolist()
-    v_s = [repr(x) for x in v.tolist()]
-    lines = []
-    for b, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        names = sensor_names[a_l[b]]
-        fields = ",".join(f"{names[s_l[i]]}={v_s[i]}" for i in range(b, e))
-        lines.append(f"{series_prefix[a_l[b]]} {fields} {t_l[b]}")
-    return lines
+    a_l, s_l = a.tolist(), s.tolist()
+    kv = [f"{sensor_names[ai][si]}={vs}" for ai, si, vs in zip(a_l, s_l, v_s, strict=True)]
+    t_s = t[starts].astype(str).tolist()
+    return [
+        f"{series_prefix[a_l[b]]} {','.join(kv[b:e])} {ts}"
+        for b, e, ts in zip(starts.tolist(), ends.tolist(), t_s, strict=True)
+    ]
 
 
 def score_lines(
@@ -72,22 +80,30 @@ def score_lines(
     per_scorer: dict[str, np.ndarray],
     open_threshold: float | np.ndarray,
 ) -> list[str]:
-    """`open_threshold`: one for all rows, or per row (alert rules and feedback adaptation)."""
+    """One `anomaly_score` point per row with a finite fused score (NaN fields are left out)."""
     cls = tag(asset_class)
-    thr = np.broadcast_to(np.asarray(open_threshold, float), ts_ns.shape).tolist()
+    keep = np.isfinite(fused)
+    if not keep.any():
+        return []
+    idx = np.flatnonzero(keep)
     cols = {"score": fused, **per_scorer}
-    names = list(cols)
-    mat = np.column_stack([cols[k] for k in names]) if names else np.empty((ts_ns.size, 0))
-    lines = []
-    for i, (aid, t) in enumerate(zip(asset_ids, ts_ns.tolist(), strict=True)):
-        row = mat[i]
-        fields = [f"{k}={_num(x)}" for k, x in zip(names, row.tolist(), strict=True)
-                  if np.isfinite(x)]
-        if not fields:
-            continue
-        fields.append(f"open_threshold={_num(thr[i])}")
-        lines.append(f"anomaly_score,asset={tag(aid)},asset_class={cls} {','.join(fields)} {t}")
-    return lines
+    parts: list[list[str]] = []
+    for name, col in cols.items():
+        c = np.asarray(col, np.float64)[idx]
+        fin = np.isfinite(c)
+        texts = _texts(np.where(fin, c, 0.0))
+        parts.append([f"{name}={x}" if ok else "" for x, ok in zip(texts, fin.tolist(),
+                                                                   strict=True)])
+    # one threshold for all rows, or one per row (alert rules and feedback adaptation)
+    thr_all = np.broadcast_to(np.asarray(open_threshold, np.float64), ts_ns.shape)
+    thr = [f"open_threshold={_num(v)}" for v in thr_all[idx].tolist()]
+    t_s = ts_ns[idx].astype(str).tolist()
+    out = []
+    for j, i in enumerate(idx.tolist()):
+        fields = ",".join(p[j] for p in parts if p[j])
+        out.append(f"anomaly_score,asset={tag(asset_ids[i])},asset_class={cls} "
+                   f"{fields},{thr[j]} {t_s[j]}")
+    return out
 
 
 def event_line(ev: Event) -> str:

@@ -7,15 +7,19 @@ with its batch, also when it carried no good sample, so acks leave in the order 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from edge_agent.bad_input import BadInputReporter
 from edge_agent.batch import SampleBatch
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_client import MqttConnection
 from edge_agent.sources.base import Emit
-from edge_agent.sources.payloads import DECODERS, DecodeContext
+from edge_agent.sources.mqtt_connection import MqttConnection
+from edge_agent.sources.payloads import DECODERS, DecodeContext, Decoder
+from edge_agent.sources.sparkplug import Rebirth, StateChange
 
 log = logging.getLogger("gearwatch.mqtt")
 
@@ -28,13 +32,16 @@ class MqttSource:
         reporter: BadInputReporter,
         metrics: AgentMetrics,
         name: str = "mqtt",
+        decoder: Decoder | None = None,
+        on_state: Callable[[str, str], None] | None = None,
     ) -> None:
         self.name = name
         self.conn = conn
         self.ctx = ctx
         self.reporter = reporter
         self.metrics = metrics
-        self.decode = DECODERS[conn.cfg.format]
+        self.decode = decoder or DECODERS[conn.cfg.format]
+        self.on_state = on_state  # stateful decoders (Sparkplug B): a node/device lost or back
         self.emit: Emit | None = None
         self._samples = metrics.samples_in.labels(name)
         self._messages = metrics.messages_in.labels(name)
@@ -62,6 +69,9 @@ class MqttSource:
             rejects.append(Reject("decoder_error", repr(e), bytes(msg.payload), msg.topic))
         for r in rejects:
             self.reporter.report(self.name, r)
+        drain = getattr(self.decode, "drain_signals", None)
+        if drain is not None:
+            self._act_on(drain())
         batch.source = self.name
         if msg.qos > 0 and self.conn.cfg.qos == 1:
             mid, qos = msg.mid, msg.qos
@@ -74,3 +84,15 @@ class MqttSource:
             self._samples.inc(len(batch))
         if (len(batch) or batch.acks) and self.emit is not None:
             self.emit(batch)
+
+    def _act_on(self, signals: list[Any]) -> None:
+        """What a stateful decoder asks for: rebirth requests out, lost/ok states on."""
+        for sig in signals:
+            if isinstance(sig, Rebirth):
+                topic, payload = sig.message(time.time_ns() // 1_000_000)
+                log.warning("asking Sparkplug node %s/%s to rebirth: %s", sig.group, sig.node,
+                            sig.reason)
+                self.metrics.sparkplug_rebirths.labels(self.name).inc()
+                self.conn.publish(topic, payload, qos=0)
+            elif isinstance(sig, StateChange) and self.on_state is not None:
+                self.on_state(sig.key, sig.state)

@@ -20,8 +20,9 @@ import orjson
 from edge_agent.assets import AssetRegistry
 from edge_agent.bad_input import Reject
 from edge_agent.batch import SampleBatch
-
-TIMESTAMP_UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+from edge_agent.sources.payload_columns import TIMESTAMP_UNITS, decode_json_columns
+from edge_agent.sources.payload_value import decode_value
+from edge_agent.sources.sparkplug import SparkplugDecoder
 
 
 @dataclass
@@ -233,4 +234,7 @@ def decode_json_batch(topic: str, payload: bytes, ctx: DecodeContext) -> Decoded
 DECODERS: dict[str, Decoder] = {
     "json": decode_json_object,
     "json_batch": decode_json_batch,
+    "json_columns": decode_json_columns,
+    "value": decode_value,
+    "sparkplug_b": SparkplugDecoder(),  # stateful: a source may make its own (mapping, hooks)
 }

@@ -52,10 +52,10 @@ class MqttConnection:
                     reason_code: object, properties: object) -> None:
         if getattr(reason_code, "is_failure", False):
             log.error("MQTT broker %s:%s refused the connection: %s", self.cfg.host,
-                      self.cfg.port, reason_code)
+                      self.cfg.port, reason_code, extra={"source": "mqtt"})
             return
         log.info("connected to MQTT broker %s:%s (session present: %s)", self.cfg.host,
-                 self.cfg.port, flags.session_present)
+                 self.cfg.port, flags.session_present, extra={"source": "mqtt"})
         self.connected.set()
         for hook in self._on_connect_hooks:
             hook(client)
@@ -64,7 +64,7 @@ class MqttConnection:
                        reason_code: object, properties: object) -> None:
         if self.connected.is_set() and not self._stopping:
             log.warning("lost the MQTT broker %s:%s (%s); reconnecting", self.cfg.host,
-                        self.cfg.port, reason_code)
+                        self.cfg.port, reason_code, extra={"source": "mqtt"})
         self.connected.clear()
 
     def start(self) -> None:

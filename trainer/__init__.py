@@ -1,0 +1,1 @@
+"""Offline trainer: history -> quality -> preprocess -> fit -> calibrate -> evaluate -> publish."""
