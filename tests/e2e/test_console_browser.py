@@ -78,6 +78,7 @@ def test_console_live_event_label_with_token_audit_and_threshold(
                 (By.CSS_SELECTOR, "#open-events a.event")))
             assert "pump-2" in row.text
             event_id = row.get_attribute("data-event")
+            assert event_id, "the event row carries its id"
             b.save_screenshot(str(tmp_path / "home.png"))
             row.click()
             wait.until(ec.text_to_be_present_in_element((By.ID, "ev-facts"), "pump-2"))
