@@ -130,14 +130,13 @@ class EventDesk:
         doc = self.store.get_event(event_id)
         if doc is None:
             raise DeskError(404, f"no event with id {event_id!r:.80}")
-        self.store.set_label(event_id, label, note or None, fault_code, who)
+        self.store.set_label(event_id, label, note or None, fault_code, who, {
+            "asset": doc["asset"], "label": label, "note": note, "fault_code": fault_code,
+            "previous": doc.get("label"), "via": via})
         for ev in self.open_events():
             if ev.id == event_id:
                 ev.label = label
         self.metrics.labels.labels(label, via).inc()
-        self.store.audit(who, "label", event_id, {
-            "asset": doc["asset"], "label": label, "note": note, "fault_code": fault_code,
-            "previous": doc.get("label"), "via": via})
         if self.influx_submit is not None:
             self.influx_submit([lp.label_line(doc["asset"], doc["asset_class"], doc["start_ns"],
                                               event_id, label, note, fault_code, who)])

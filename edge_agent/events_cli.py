@@ -108,8 +108,8 @@ def cmd_label(args: argparse.Namespace) -> int:
             print(f"no event with id {args.id!r}", file=sys.stderr)
             return 1
         who = f"cli:{os.environ.get('USER', 'unknown')}"
-        st.set_label(args.id, args.label, args.note, args.fault_code, who)
-        st.audit(who, "label", args.id, {**body, "via": "cli-offline"})
+        st.set_label(args.id, args.label, args.note, args.fault_code, who,
+                     {**body, "via": "cli-offline"})
         print(f"labelled {args.id} {args.label} (offline: the threshold adapts only through"
               " the running agent)")
         return 0

@@ -130,12 +130,17 @@ class Store:
         return [Event.from_dict(self._event(r)) for r in rows]
 
     def set_label(self, event_id: str, label: str, note: str | None, fault_code: str | None,
-                  who: str) -> None:
-        with self.lock, self.db:
-            self.db.execute("INSERT INTO labels (event_id, label, note, fault_code, who, ts_ns)"
-                            " VALUES (?,?,?,?,?,?)",
-                            (event_id, label, note, fault_code, who, time.time_ns()))
-            self.db.execute("UPDATE events SET label=? WHERE id=?", (label, event_id))
+                  who: str, audit_detail: dict[str, Any]) -> dict[str, Any]:
+        """Label and its audit entry in one transaction: nobody sees one without the other."""
+        with self.lock:
+            with self.db:
+                self.db.execute("INSERT INTO labels (event_id, label, note, fault_code, who,"
+                                " ts_ns) VALUES (?,?,?,?,?,?)",
+                                (event_id, label, note, fault_code, who, time.time_ns()))
+                self.db.execute("UPDATE events SET label=? WHERE id=?", (label, event_id))
+                entry = self._insert_audit(who, "label", event_id, audit_detail)
+            self._append_audit_file(entry)
+        return entry
 
     def labelled(self) -> list[dict[str, Any]]:
         """Every labelled event with its latest label (the trainer's export)."""
@@ -152,17 +157,25 @@ class Store:
 
     # -- audit ---------------------------------------------------------------------------------
     def audit(self, who: str, action: str, subject: str, detail: dict[str, Any]) -> dict[str, Any]:
-        entry = {"ts_ns": time.time_ns(), "who": who, "action": action, "subject": subject,
-                 "detail": detail}
         with self.lock:
             with self.db:
-                cur = self.db.execute(
-                    "INSERT INTO audit (ts_ns, who, action, subject, detail) VALUES (?,?,?,?,?)",
-                    (entry["ts_ns"], who, action, subject, orjson.dumps(detail).decode()))
-            entry["seq"] = cur.lastrowid
-            with self.audit_file.open("ab") as fh:
-                fh.write(orjson.dumps(entry) + b"\n")
+                entry = self._insert_audit(who, action, subject, detail)
+            self._append_audit_file(entry)
         return entry
+
+    def _insert_audit(self, who: str, action: str, subject: str,
+                      detail: dict[str, Any]) -> dict[str, Any]:
+        entry = {"ts_ns": time.time_ns(), "who": who, "action": action, "subject": subject,
+                 "detail": detail}
+        cur = self.db.execute(
+            "INSERT INTO audit (ts_ns, who, action, subject, detail) VALUES (?,?,?,?,?)",
+            (entry["ts_ns"], who, action, subject, orjson.dumps(detail).decode()))
+        entry["seq"] = cur.lastrowid
+        return entry
+
+    def _append_audit_file(self, entry: dict[str, Any]) -> None:
+        with self.audit_file.open("ab") as fh:
+            fh.write(orjson.dumps(entry) + b"\n")
 
     def audit_entries(self, limit: int = 200) -> list[dict[str, Any]]:
         with self.lock:
