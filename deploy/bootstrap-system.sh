@@ -9,6 +9,8 @@ have mosquitto || need+=(mosquitto)
 have mosquitto_sub || need+=(mosquitto-clients)
 have influxd || need+=(influxdb)
 have victoria-metrics || need+=(victoria-metrics)
+have chromium || need+=(chromium)
+have chromedriver || need+=(chromium-driver)
 have systemd-analyze || need+=(systemd)        # verify/security of the installed units
 have promtool || need+=(prometheus)            # promtool check rules (Prometheus alert rules)
 [ ${#need[@]} -eq 0 ] && exit 0

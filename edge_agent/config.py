@@ -170,6 +170,137 @@ class EventsSection(_Strict):
         return self
 
 
+
+# -- alerting, feedback, console (issue 5) ------------------------------------------------------
+
+SEVERITIES = ("warning", "critical")
+
+
+class AlertRuleConfig(_Strict):
+    """Alert policy for the assets it matches; the first matching rule wins.
+
+    `assets` / `classes` are globs (fnmatch) on the asset id / class; both empty = every asset.
+    Scores are surprise (-log10 p): `warning` is the open threshold, `critical` the escalation.
+    """
+
+    name: str = "default"
+    assets: list[str] = []
+    classes: list[str] = []
+    warning: float | None = Field(None, gt=0, description="default: events.open_threshold")
+    critical: float | None = Field(7.0, gt=0)
+    min_duration_ticks: int | None = Field(None, ge=1, description="default: events.*")
+    cooldown_s: float = Field(600.0, ge=0, description="re-open the same event within this")
+    escalate_after_s: float | None = Field(None, gt=0, description="bump severity if still open")
+
+    @model_validator(mode="after")
+    def _order(self) -> AlertRuleConfig:
+        if self.warning is not None and self.critical is not None and \
+                self.critical <= self.warning:
+            raise ValueError(f"critical ({self.critical}) must be above warning ({self.warning})")
+        return self
+
+
+class WeeklyWindow(_Strict):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, UTC")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$", description="HH:MM, UTC")
+
+
+class MaintenanceConfig(_Strict):
+    """Planned work: no alerts for matching assets inside the window (one-off or weekly)."""
+
+    assets: list[str] = Field(["*"], min_length=1)
+    start: str | None = Field(None, description="RFC 3339, one-off window")
+    end: str | None = None
+    weekly: WeeklyWindow | None = None
+    reason: str = "planned maintenance"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MaintenanceConfig:
+        one_off = self.start is not None or self.end is not None
+        if one_off == (self.weekly is not None):
+            raise ValueError("give either start and end (one-off) or weekly, not both/neither")
+        if one_off:
+            from edge_agent.rules import parse_time_ns
+
+            if self.start is None or self.end is None:
+                raise ValueError("a one-off window needs both start and end")
+            if parse_time_ns(self.end) <= parse_time_ns(self.start):
+                raise ValueError("end must be after start")
+        return self
+
+
+class WebhookConfig(_Strict):
+    """An HTTP alert channel: POST JSON; `body` shapes it for ntfy, Slack/Teams or Gotify."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    url: str
+    body: Literal["gearwatch", "slack", "ntfy", "gotify"] = "gearwatch"
+    headers: dict[str, str] = {}
+    secret: str | None = None
+    secret_env: str | None = None
+    secret_file: str | None = None
+    signature_header: str = "X-Gearwatch-Signature"
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    kinds: list[str] = ["open", "reopen", "escalate", "close"]
+    min_severity: Literal["warning", "critical"] = "warning"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    def secret_value(self) -> str | None:
+        return read_secret(self.secret, self.secret_env, self.secret_file,
+                           f"alerts.webhooks.{self.name}.secret")
+
+
+class CommandHookConfig(_Strict):
+    """A local program run per alert with the alert JSON on stdin (e.g. a siren, an SMS modem)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    argv: list[str] = Field(min_length=1)
+    timeout_s: float = Field(10.0, gt=0, le=600)
+    kinds: list[str] = ["open", "reopen", "escalate", "close"]
+    min_severity: Literal["warning", "critical"] = "warning"
+
+
+class AlertsSection(_Strict):
+    rules: list[AlertRuleConfig] = []
+    webhooks: list[WebhookConfig] = []
+    commands: list[CommandHookConfig] = []
+    queue_size: int = Field(1000, ge=1, description="per channel; full = dead-lettered")
+    max_attempts: int = Field(8, ge=1, description="then the alert goes to the dead-letter table")
+    backoff_initial_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+
+
+class FeedbackSection(_Strict):
+    enabled: bool = True
+    topic: str = "plant/{site}/+/feedback"
+    max_note_chars: int = Field(2000, ge=1)
+    # threshold adaptation on false alarms
+    adapt: bool = True
+    adapt_step: float = Field(0.5, ge=0, description="raise of an asset's open threshold")
+    adapt_max: float = Field(3.0, ge=0, description="the most it may be raised in total")
+    adapt_half_life_h: float = Field(72.0, gt=0, description="the raise decays back to 0")
+
+
+class ConsoleToken(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="`gearwatch console hash-token`")
+
+
+class ConsoleSection(_Strict):
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = Field(8780, ge=0, le=65535)
+    tokens: list[ConsoleToken] = []
+    recent_rows: int = Field(3600, ge=10, description="rows kept per asset for event plots")
+
+
 class SensorConfig(_Strict):
     name: str
     unit: str = ""
@@ -230,6 +361,10 @@ class AgentConfig(_Strict):
     framer: FramerSection = FramerSection()
     scoring: ScoringSection = ScoringSection()
     events: EventsSection = EventsSection()
+    alerts: AlertsSection = AlertsSection()
+    maintenance: list[MaintenanceConfig] = []
+    feedback: FeedbackSection = FeedbackSection()
+    console: ConsoleSection = ConsoleSection()
     asset_classes: list[AssetClassConfig] = []
     assets: list[AssetConfig] = Field(min_length=1)
     # industrial inputs: polled devices and serial instruments, and Sparkplug B naming

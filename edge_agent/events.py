@@ -7,6 +7,13 @@ or the score is NaN (warming up, all sensors missing) neither count nor reset th
 Sensor shares are averaged over the event's ticks, weighted by score, to name the sensors
 to blame.  Only rows of assets that are quiet (no pending or open event) are "normal" and
 may be learned from.
+
+Per asset (from its alert rule, see `edge_agent/rules.py`, plus the feedback adaptation) the
+open threshold, the minimum duration, a critical level, a cooldown and an escalation delay
+can differ.  An event that closed less than `cooldown` before a new one would open re-opens
+instead (same id, transition "reopen"), so a flapping machine is one event, not many.  An
+open event escalates (transition "escalate") when its score reaches the critical level or
+when it has lasted `escalate_after`.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 import numpy as np
 
 NORMAL, PENDING, OPEN, CLOSING = 0, 1, 2, 3
+SEVERITY_RANK = {"warning": 1, "critical": 2}
 
 
 @dataclass
@@ -33,6 +41,9 @@ class Event:
     scores_at_peak: dict[str, float] = field(default_factory=dict)
     model_version: str = "river-online"
     state: str = "open"  # open | closed | acknowledged | labelled
+    severity: str = "warning"  # warning | critical
+    reopened: int = 0
+    label: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,12 +58,29 @@ class Event:
             "scores_at_peak": {k: round(v, 3) for k, v in self.scores_at_peak.items()},
             "model_version": self.model_version,
             "state": self.state,
+            "severity": self.severity,
+            "reopened": self.reopened,
+            "label": self.label,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Event:
+        return cls(
+            id=d["id"], asset=d["asset"], asset_class=d["asset_class"],
+            start_ns=int(d["start_ns"]),
+            end_ns=None if d.get("end_ns") is None else int(d["end_ns"]),
+            peak_score=float(d.get("peak_score", 0.0)), peak_ns=int(d.get("peak_ns", 0)),
+            top_sensors=[(t["sensor"], float(t["share"])) for t in d.get("top_sensors", [])],
+            scores_at_peak=dict(d.get("scores_at_peak", {})),
+            model_version=d.get("model_version", "river-online"), state=d.get("state", "open"),
+            severity=d.get("severity", "warning"), reopened=int(d.get("reopened", 0)),
+            label=d.get("label"),
+        )
 
 
 @dataclass(slots=True)
 class Transition:
-    kind: str  # "open" | "close"
+    kind: str  # "open" | "reopen" | "escalate" | "close"
     event: Event
 
 
@@ -73,12 +101,19 @@ class EventTracker:
         self.ids = list(asset_ids)
         self.asset_class = asset_class
         self.sensors = sensors
-        self.open_thr = open_threshold
-        self.close_thr = close_threshold
-        self.min_dur = min_duration_ticks
-        self.min_clear = min_clear_ticks
-        self.top_n = top_n
         n = len(self.ids)
+        # per asset: the rule's threshold (base) plus the feedback adaptation (offset)
+        self.base_thr = np.full(n, float(open_threshold))
+        self.offset = np.zeros(n)
+        self.open_thr = self.base_thr.copy()
+        self.crit_thr = np.full(n, np.inf)
+        self.close_thr = close_threshold
+        self.min_dur = np.full(n, int(min_duration_ticks), np.int64)
+        self.min_clear = min_clear_ticks
+        self.cooldown_ns = np.zeros(n, np.int64)
+        self.escalate_ns = np.zeros(n, np.int64)  # 0 = never by duration
+        self.top_n = top_n
+        self.last_closed: dict[int, Event] = {}
         self.state = np.zeros(n, np.int8)
         self.run = np.zeros(n, np.int64)  # length of the current above/below run
         self.run_start = np.zeros(n, np.int64)
@@ -86,6 +121,41 @@ class EventTracker:
         self.weight_acc = np.zeros(n)
         self.open_events: dict[int, Event] = {}
         self.model_version = "river-online"
+
+    def configure(self, a: int, open_threshold: float, critical: float, min_duration_ticks: int,
+                  cooldown_s: float, escalate_after_s: float | None) -> None:
+        """Apply one asset's alert rule."""
+        self.base_thr[a] = open_threshold
+        self.open_thr[a] = open_threshold + self.offset[a]
+        self.crit_thr[a] = critical
+        self.min_dur[a] = min_duration_ticks
+        self.cooldown_ns[a] = round(cooldown_s * 1e9)
+        self.escalate_ns[a] = 0 if escalate_after_s is None else round(escalate_after_s * 1e9)
+
+    def set_offset(self, a: int, offset: float) -> None:
+        """The feedback adaptation's raise of this asset's open threshold."""
+        self.offset[a] = offset
+        self.open_thr[a] = self.base_thr[a] + offset
+
+    def restore(self, events: list[Event]) -> None:
+        """Events from the store after a restart: open ones stay open with the same id; the
+        newest closed one per asset still counts for the cooldown."""
+        index = {a: i for i, a in enumerate(self.ids)}
+        for ev in sorted(events, key=lambda e: e.start_ns):
+            a = index.get(ev.asset)
+            if a is None:
+                continue
+            if ev.end_ns is None:
+                self.open_events[a] = ev
+                self.state[a], self.run[a] = OPEN, 0
+                self.share_acc[a] = 0.0
+                self.weight_acc[a] = 0.0
+                for s, w in ev.top_sensors:  # keep the blame until new rows add to it
+                    if s in self.sensors:
+                        self.share_acc[a, self.sensors.index(s)] = w
+                self.weight_acc[a] = 1.0 if ev.top_sensors else 0.0
+            else:
+                self.last_closed[a] = ev
 
     def step(
         self,
@@ -98,7 +168,8 @@ class EventTracker:
     ) -> tuple[list[Transition], np.ndarray]:
         """Advance with rows in time order; returns transitions and the rows' `normal` mask."""
         state_before = self.state[asset]
-        above = score >= self.open_thr
+        with np.errstate(invalid="ignore"):
+            above = score >= self.open_thr[asset]
         # fast path: assets that are quiet and stay below the open threshold in this batch
         busy_rows = (state_before != NORMAL) | (above & ~off)
         busy = np.isin(asset, np.unique(asset[busy_rows])) if busy_rows.any() else busy_rows
@@ -112,7 +183,9 @@ class EventTracker:
                               {k: float(v[i]) for k, v in (detail or {}).items()})
                 if t is not None:
                     out.append(t)
-            normal[i] = self.state[a] == NORMAL and not off[i] and not s >= self.open_thr
+            # a restored event has no verdict until the detector has re-learned: learn meanwhile
+            quiet = self.state[a] == NORMAL or (np.isnan(s) and a in self.open_events)
+            normal[i] = quiet and not off[i] and not s >= self.open_thr[a]
         return out, normal
 
     def _accumulate(self, a: int, s: float, sh: np.ndarray) -> None:
@@ -133,20 +206,21 @@ class EventTracker:
         self, a: int, ts: int, s: float, sh: np.ndarray, detail: dict[str, float]
     ) -> Transition | None:
         st = self.state[a]
+        thr = self.open_thr[a]
         if st == NORMAL:
-            if s >= self.open_thr:
+            if s >= thr:
                 self.state[a], self.run[a], self.run_start[a] = PENDING, 1, ts
                 self.share_acc[a] = 0.0
                 self.weight_acc[a] = 0.0
                 self._accumulate(a, s, sh)
-                if self.min_dur <= 1:
+                if self.min_dur[a] <= 1:
                     return self._open(a, ts, s, detail)
             return None
         if st == PENDING:
-            if s >= self.open_thr:
+            if s >= thr:
                 self.run[a] += 1
                 self._accumulate(a, s, sh)
-                if self.run[a] >= self.min_dur:
+                if self.run[a] >= self.min_dur[a]:
                     return self._open(a, ts, s, detail)
             else:
                 self.state[a], self.run[a] = NORMAL, 0
@@ -159,6 +233,10 @@ class EventTracker:
             ev.top_sensors = self._top(a)
             if st == CLOSING:
                 self.state[a], self.run[a] = OPEN, 0
+            if ev.severity != "critical" and (s >= self.crit_thr[a] or (
+                    self.escalate_ns[a] > 0 and ts - ev.start_ns >= self.escalate_ns[a])):
+                ev.severity = "critical"
+                return Transition("escalate", ev)
             return None
         if st == OPEN:
             self.state[a], self.run[a], self.run_start[a] = CLOSING, 1, ts
@@ -169,11 +247,28 @@ class EventTracker:
             ev.state = "closed"
             ev.top_sensors = self._top(a)
             del self.open_events[a]
+            self.last_closed[a] = ev
             self.state[a], self.run[a] = NORMAL, 0
             return Transition("close", ev)
         return None
 
     def _open(self, a: int, ts: int, s: float, detail: dict[str, float]) -> Transition:
+        severity = "critical" if s >= self.crit_thr[a] else "warning"
+        prev = self.last_closed.get(a)
+        if prev is not None and prev.end_ns is not None and \
+                self.run_start[a] - prev.end_ns <= self.cooldown_ns[a]:
+            # within the cooldown: the same event again, not a new one (no flapping)
+            del self.last_closed[a]
+            prev.end_ns, prev.state, prev.reopened = None, "open", prev.reopened + 1
+            if s > prev.peak_score:
+                prev.peak_score, prev.peak_ns, prev.scores_at_peak = s, ts, dict(detail)
+            prev.top_sensors = self._top(a) or prev.top_sensors
+            if SEVERITY_RANK[severity] > SEVERITY_RANK[prev.severity]:
+                prev.severity = severity
+            self.state[a] = OPEN
+            self.run[a] = 0
+            self.open_events[a] = prev
+            return Transition("reopen", prev)
         ev = Event(
             id=str(uuid.uuid4()),
             asset=self.ids[a],
@@ -184,6 +279,7 @@ class EventTracker:
             top_sensors=self._top(a),
             scores_at_peak=dict(detail),
             model_version=self.model_version,
+            severity=severity,
         )
         self.state[a] = OPEN
         self.run[a] = 0

@@ -90,6 +90,27 @@ class AgentMetrics:
             registry=r,
         )
 
+        # alert channels, feedback (issue 5)
+        self.alert_failures = Counter(
+            "gearwatch_alert_failures", "Failed alert deliveries (retried)", ["channel"],
+            registry=r,
+        )
+        self.alert_dead_letters = Counter(
+            "gearwatch_alert_dead_letters",
+            "Alerts given up on after the retry bound or a full queue (kept in SQLite)",
+            ["channel"], registry=r,
+        )
+        self.alert_queue = Gauge(
+            "gearwatch_alert_queue", "Alerts waiting in a channel's queue", ["channel"],
+            registry=r,
+        )
+        self.labels = Counter(
+            "gearwatch_event_labels", "Operator labels of events", ["label", "via"], registry=r
+        )
+        self.threshold_offset = Gauge(
+            "gearwatch_threshold_offset", "Feedback raise of an asset's open threshold",
+            ["asset"], registry=r,
+        )
         # industrial inputs: labels are configured source/device names, never addresses
         self.source_up = Gauge(
             "gearwatch_source_device_up",

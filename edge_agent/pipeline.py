@@ -16,6 +16,7 @@ from edge_agent.batch import SampleBatch
 from edge_agent.config import AgentConfig
 from edge_agent.events import EventTracker, Transition
 from edge_agent.framer import NO_TS, ClassFramer, Rows
+from edge_agent.rules import Suppression
 from edge_agent.scoring.base import Scores
 from edge_agent.scoring.mahalanobis import MahalanobisScorer
 from edge_agent.scoring.river_scorer import RiverScorer
@@ -30,6 +31,7 @@ class ClassOutput:
     fused: np.ndarray
     shares: np.ndarray
     transitions: list[Transition]
+    off: np.ndarray | None = None  # off, in maintenance or with a lost source
 
 
 @dataclass
@@ -41,6 +43,7 @@ class ClassPipeline:
     events: EventTracker
     learn_below: float = 2.5
     last_off_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    suppression: Suppression | None = None
 
     def _off(self, rows: Rows) -> np.ndarray:
         """Rows where the machine is off, or within the grace period after a restart."""
@@ -73,6 +76,9 @@ class ClassPipeline:
         sc = self.river.score(rows.asset, rows.values)
         fused = sc.score
         off = self._off(rows)
+        if self.suppression is not None:  # planned work, lost source: like "off"
+            off = off | self.suppression.mask(self.events.ids, rows.asset, rows.ts_ns,
+                                              rows.values)
         transitions, normal = self.events.step(
             rows.asset, rows.ts_ns, fused, sc.shares, off, {"river": sc.score}
         )
@@ -81,7 +87,7 @@ class ClassPipeline:
             normal &= ~(fused >= self.learn_below)
         self.river.learn(rows.asset, rows.values, normal, sc)
         return ClassOutput(self.schema.asset_class, rows, {"river": sc}, fused, sc.shares,
-                           transitions)
+                           transitions, off)
 
 
 def make_online_scorer(
@@ -100,6 +106,7 @@ def make_online_scorer(
 class Pipeline:
     registry: AssetRegistry
     classes: dict[str, ClassPipeline] = field(default_factory=dict)
+    suppression: Suppression = field(default_factory=Suppression)
 
     @classmethod
     def from_config(cls, cfg: AgentConfig, registry: AssetRegistry) -> Pipeline:
@@ -118,6 +125,7 @@ class Pipeline:
                                     ev.close_threshold, ev.min_duration_ticks,
                                     ev.min_clear_ticks, ev.top_sensors),
                 learn_below=ev.close_threshold,
+                suppression=p.suppression,
             )
         return p
 

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,16 +21,23 @@ from edge_agent.assets import AssetRegistry
 from edge_agent.bad_input import BadInputReporter
 from edge_agent.batch import SampleBatch
 from edge_agent.config import AgentConfig
+from edge_agent.desk import EventDesk
 from edge_agent.events import Event, Transition
+from edge_agent.feedback import MqttFeedback
 from edge_agent.metrics import AgentMetrics
 from edge_agent.pipeline import ClassOutput, Pipeline
 from edge_agent.sinks import line_protocol as lp
 from edge_agent.sinks.alerts import MqttAlertChannel
+from edge_agent.sinks.channels import make_channels
 from edge_agent.sinks.influx import InfluxSink, make_writer
 from edge_agent.sources.modbus import ModbusSource
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.mqtt_connection import MqttConnection
 from edge_agent.sources.payloads import DecodeContext
+from edge_agent.store import Store
+
+if TYPE_CHECKING:
+    from edge_agent.console.server import Console
 from edge_agent.sources.serial_port import SerialSource
 from edge_agent.sources.sparkplug import SparkplugDecoder
 from edge_agent.status import SCHEMA_VERSION, status_path, write_status
@@ -104,11 +112,30 @@ class Agent:
             name: [self.registry.infos[i].asset_id for i in members]
             for name, members in self.registry.members.items()
         }
+        # events desk: rules, persistence, alert channels, labels, console (issue 5)
+        self.store = Store(cfg.agent.state_dir)
+        influx = self.influx
+        self.desk = EventDesk(cfg, self.pipeline, self.registry, self.metrics, self.store,
+                              influx.submit if influx is not None else None)
+        self.desk.channels = make_channels(cfg.alerts, self.store, self.metrics)
+        self.state.events.extend(self.desk.open_events())
+        self.console: Console | None = None
+        self.feedback: MqttFeedback | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
         self.started_at = time.time()
         self._last_rx = np.zeros(len(self.registry))  # wall-clock s of each asset's last sample
+
+    # -- hooks for sources that know when they lose a device (Modbus, serial) ---------------------
+    def source_lost(self, asset_ids: list[str]) -> None:
+        """No alerts for these assets until `source_recovered`: a blind machine is not a fault."""
+        log.warning("source lost for %s: alerts suppressed", ", ".join(asset_ids))
+        self.pipeline.suppression.source_lost(asset_ids)
+
+    def source_recovered(self, asset_ids: list[str]) -> None:
+        log.info("source recovered for %s", ", ".join(asset_ids))
+        self.pipeline.suppression.source_recovered(asset_ids)
 
     # -- sources -> queue (thread-safe) ---------------------------------------------------
     def emit(self, batch: SampleBatch) -> None:
@@ -127,6 +154,18 @@ class Agent:
             self._tasks.append(asyncio.create_task(self.influx.run(), name="influx"))
         for src in self.sources:
             src.attach(self.emit)
+        for ch in self.desk.channels:
+            self._tasks.append(asyncio.create_task(ch.run(), name=f"alerts-{ch.name}"))
+        self._tasks.append(asyncio.create_task(self._refresh_offsets(), name="offsets"))
+        if self.mqtt is not None and cfg.feedback.enabled:
+            topic = cfg.feedback.topic.format(site=cfg.agent.site)
+            self.feedback = MqttFeedback(self.mqtt, topic, self.desk, self.reporter, self.loop)
+        if cfg.console.enabled:
+            from edge_agent.console.server import Console
+
+            console = Console(self)
+            await console.start()
+            self.console = console
         for inp in self.inputs:
             self._tasks.append(asyncio.create_task(inp.run(self.emit), name=inp.name))
         if self.mqtt is not None:
@@ -156,6 +195,11 @@ class Agent:
         self.state.source_states[device] = state
         log.log(logging.WARNING if state == "lost" else logging.INFO,
                 "input %s is %s", device, state)
+        # no alerts for the assets a lost device feeds (issue 5's suppression hook)
+        assets = [a for inp in self.inputs for key, h in inp.health().items() if key == device
+                  for a in h.get("assets", [])]
+        if assets:
+            (self.source_lost if state == "lost" else self.source_recovered)(assets)
 
     async def _shutdown(self) -> None:
         proc = [t for t in self._tasks if t.get_name() == "process"]
@@ -173,7 +217,26 @@ class Agent:
             self.mqtt.stop()
         for t in self._tasks:
             t.cancel()
+        await self._close_desk()
         log.info("agent stopped")
+
+    async def _close_desk(self) -> None:
+        if self.console is not None:
+            await self.console.stop()
+        for ch in self.desk.channels:
+            # alerts still queued are kept, not lost: resend them with `gearwatch events resend`
+            while not ch.queue.empty():
+                ch._give_up(ch.queue.get_nowait(), "agent stopped before delivery", 0)
+            await ch.aclose()
+        self.store.close()
+
+    async def _refresh_offsets(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            try:
+                self.desk.refresh_offsets()
+            except Exception:
+                log.exception("threshold refresh failed")
 
     def _drain_queue(self) -> None:
         batches = []
@@ -230,8 +293,10 @@ class Agent:
             asset_ids = [ids[a] for a in out.rows.asset.tolist()]
             self.influx.submit(lp.score_lines(
                 asset_ids, out.asset_class, out.rows.ts_ns, out.fused,
-                {k: s.score for k, s in out.scores.items()}, self.cfg.events.open_threshold,
+                {k: s.score for k, s in out.scores.items()},
+                self.pipeline.classes[out.asset_class].events.open_thr[out.rows.asset],
             ))
+        self.desk.observe(out)
         for tr in out.transitions:
             self._on_transition(tr)
 
@@ -240,6 +305,7 @@ class Agent:
         if tr.kind == "open":
             self.state.events.append(ev)
             self.metrics.events_opened.labels(ev.asset_class).inc()
+        self.desk.on_transition(tr)
         open_now = sum(len(cp.events.open_events) for cp in self.pipeline.classes.values())
         self.metrics.events_open.set(open_now)
         log.warning(

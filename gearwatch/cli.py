@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "train": "trainer.cli",
     "sim": "simulators.cli",
     "demo": "gearwatch.demo",
+    "events": "edge_agent.events_cli",
+    "console": "edge_agent.console.cli",
     "doctor": "edge_agent.doctor",
 }
 

@@ -36,6 +36,9 @@ def _print_alert(doc: dict[str, object], t0_ns: int) -> None:
         print(f"  >> EVENT OPEN   {doc['asset']}  since {_fmt_ns(start)} UTC "
               f"(sim minute {sim_min:.1f})  score {doc['peak_score']}  top sensors: {top}",
               flush=True)
+    elif doc["kind"] != "close":
+        print(f"  >> EVENT {str(doc['kind']).upper():7} {doc['asset']}  severity "
+              f"{doc.get('severity')}  score {doc['peak_score']}", flush=True)
     else:
         print(f"  << EVENT CLOSED {doc['asset']}  {_fmt_ns(start)}-{_fmt_ns(doc['end_ns'])} "  # type: ignore[arg-type]
               f"peak {doc['peak_score']}  top sensors: {top}", flush=True)
@@ -59,8 +62,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  Mosquitto on 127.0.0.1:{broker.port}, InfluxDB on {influx.url}")
     assets = [f"pump-{i}" for i in range(1, args.assets + 1)]
     metrics_port = ls.free_port()
+    console_port = ls.free_port()
     cfg = parse_config({
-        "agent": {"site": "demo"},
+        # a fresh state dir per run: events of an earlier demo must not be restored into this one
+        "agent": {"site": "demo", "state_dir": str(base / f"state-{time.time_ns()}")},
+        "console": {"port": console_port},
         "mqtt": {"port": broker.port},
         "influx": {"url": influx.url, "database": "gearwatch"},
         "metrics": {"port": metrics_port},
@@ -82,6 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sub.loop_start()
     agent = AgentThread(cfg).start()
     print(f"  agent running; Prometheus metrics on http://127.0.0.1:{metrics_port}/metrics")
+    print(f"  console (read-only) on http://127.0.0.1:{console_port}/")
     for f in faults:
         print(f"  fault scheduled: {f.kind} on {f.asset} at sim minute {f.start_s / 60:.0f}")
     warm = cfg.scoring.warmup_rows + cfg.scoring.calibration_rows

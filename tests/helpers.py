@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from typing import Any
@@ -21,7 +22,8 @@ __all__ = ["AgentThread", "Collector", "agent_config", "influx_field_count", "wa
 def agent_config(mqtt_port: int, influx_url: str | None, db: str, n_assets: int = 3,
                  **overrides: Any) -> AgentConfig:
     data: dict[str, Any] = {
-        "agent": {"site": "test"},
+        "agent": {"site": "test", "state_dir": tempfile.mkdtemp(prefix="gearwatch-state-")},
+        "console": {"port": free_port()},
         "mqtt": {"port": mqtt_port, "client_id": f"agent-{db}"},
         "influx": {"enabled": influx_url is not None, "url": influx_url or "http://x",
                    "database": db},

@@ -1,8 +1,10 @@
-"""MQTT alerts: a JSON message on `plant/<site>/<asset>/alerts` when an event opens or closes."""
+"""MQTT alerts: a JSON message on `plant/<site>/<asset>/alerts` when an event opens, re-opens,
+escalates or closes."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import orjson
 
@@ -17,10 +19,14 @@ def iso(ns: int | None) -> str | None:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
 
 
+def alert_doc(kind: str, ev: Event, site: str) -> dict[str, Any]:
+    """The alert message every channel starts from."""
+    return {"kind": kind, "site": site, **ev.to_dict(), "start": iso(ev.start_ns),
+            "end": iso(ev.end_ns)}
+
+
 def alert_payload(kind: str, ev: Event, site: str) -> bytes:
-    doc = {"kind": kind, "site": site, **ev.to_dict(), "start": iso(ev.start_ns),
-           "end": iso(ev.end_ns)}
-    return orjson.dumps(doc)
+    return orjson.dumps(alert_doc(kind, ev, site))
 
 
 class MqttAlertChannel:

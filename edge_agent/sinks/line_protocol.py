@@ -6,10 +6,12 @@
 - `anomaly_score`: one point per scored row: `score` (fused), one field per scorer, and the
   thresholds, so Grafana can draw the score against its threshold.
 - `anomaly_event`: one point per event at its start time, rewritten when it closes.
+- `event_label`: an operator's label of an event, at the event's start time.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,7 +78,7 @@ def score_lines(
     ts_ns: np.ndarray,
     fused: np.ndarray,
     per_scorer: dict[str, np.ndarray],
-    open_threshold: float,
+    open_threshold: float | np.ndarray,
 ) -> list[str]:
     """One `anomaly_score` point per row with a finite fused score (NaN fields are left out)."""
     cls = tag(asset_class)
@@ -92,13 +94,15 @@ def score_lines(
         texts = _texts(np.where(fin, c, 0.0))
         parts.append([f"{name}={x}" if ok else "" for x, ok in zip(texts, fin.tolist(),
                                                                    strict=True)])
-    thr = f"open_threshold={_num(open_threshold)}"
+    # one threshold for all rows, or one per row (alert rules and feedback adaptation)
+    thr_all = np.broadcast_to(np.asarray(open_threshold, np.float64), ts_ns.shape)
+    thr = [f"open_threshold={_num(v)}" for v in thr_all[idx].tolist()]
     t_s = ts_ns[idx].astype(str).tolist()
     out = []
     for j, i in enumerate(idx.tolist()):
         fields = ",".join(p[j] for p in parts if p[j])
         out.append(f"anomaly_score,asset={tag(asset_ids[i])},asset_class={cls} "
-                   f"{fields},{thr} {t_s[j]}")
+                   f"{fields},{thr[j]} {t_s[j]}")
     return out
 
 
@@ -119,3 +123,16 @@ def event_line(ev: Event) -> str:
         f"anomaly_event,asset={tag(ev.asset)},asset_class={tag(ev.asset_class)} "
         f"{','.join(fields)} {ev.start_ns}"
     )
+
+
+def label_line(asset: str, asset_class: str, start_ns: int, event_id: str, label: str,
+               note: str | None, fault_code: str | None, who: str) -> str:
+    """`event_label` at the event's start: a re-label overwrites the point (latest wins)."""
+    fields = [f"event_id={field_str(event_id)}", f"label={field_str(label)}",
+              f"who={field_str(who)}", f"labelled_ns={time.time_ns()}i"]
+    if note:
+        fields.append(f"note={field_str(' '.join(note.split()))}")
+    if fault_code:
+        fields.append(f"fault_code={field_str(fault_code)}")
+    return (f"event_label,asset={tag(asset)},asset_class={tag(asset_class)} "
+            f"{','.join(fields)} {start_ns}")

@@ -1,0 +1,1 @@
+"""The operator console (web page + JSON API) served by the agent."""
