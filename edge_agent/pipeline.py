@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from edge_agent.scoring.base import Scores
 from edge_agent.scoring.mahalanobis import MahalanobisScorer
 from edge_agent.scoring.river_scorer import RiverScorer
 from models.schema import AssetSchema
+
+if TYPE_CHECKING:  # torch is imported only where a bundle is loaded
+    from models.ae_scorer import BatchedAEScorer
 
 
 @dataclass(slots=True)
@@ -44,6 +48,7 @@ class ClassPipeline:
     learn_below: float = 2.5
     last_off_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     suppression: Suppression | None = None
+    ae: BatchedAEScorer | None = None  # the class's LSTM-AE, when a bundle is loaded
 
     def _off(self, rows: Rows) -> np.ndarray:
         """Rows where the machine is off, or within the grace period after a restart."""
@@ -73,20 +78,32 @@ class ClassPipeline:
         rows = self.framer.advance(wall_ns)
         if len(rows) == 0:
             return None
-        sc = self.river.score(rows.asset, rows.values)
-        fused = sc.score
-        off = self._off(rows)
+        machine_off = self._off(rows)
+        off = machine_off
         if self.suppression is not None:  # planned work, lost source: like "off"
             off = off | self.suppression.mask(self.events.ids, rows.asset, rows.ts_ns,
                                               rows.values)
+        sc = self.river.score(rows.asset, rows.values)
+        scores = {"river": sc}
+        fused, shares = sc.score, sc.shares
+        if self.ae is not None:
+            # every row of the burst through one batched forward; off rows are not pushed
+            a = self.ae.score_rows(rows.asset, rows.values, skip=machine_off)
+            ae = Scores(a.raw, a.score, a.shares)
+            scores["ae"] = ae
+            # both scores are on one calibrated scale: the more surprised detector speaks
+            with np.errstate(invalid="ignore"):
+                by_ae = (ae.score > sc.score) | (np.isnan(sc.score) & ~np.isnan(ae.score))
+            fused = np.where(by_ae, ae.score, sc.score)
+            shares = np.where(by_ae[:, None], ae.shares, sc.shares)
         transitions, normal = self.events.step(
-            rows.asset, rows.ts_ns, fused, sc.shares, off, {"river": sc.score}
+            rows.asset, rows.ts_ns, fused, shares, off, {k: v.score for k, v in scores.items()}
         )
         # learn only from rows that look normal: a slowly growing fault must not be absorbed
         with np.errstate(invalid="ignore"):
             normal &= ~(fused >= self.learn_below)
         self.river.learn(rows.asset, rows.values, normal, sc)
-        return ClassOutput(self.schema.asset_class, rows, {"river": sc}, fused, sc.shares,
+        return ClassOutput(self.schema.asset_class, rows, scores, fused, shares,
                            transitions, off)
 
 
@@ -128,6 +145,21 @@ class Pipeline:
                 suppression=p.suppression,
             )
         return p
+
+    def attach_ae(self, asset_class: str, scorer: BatchedAEScorer, version: str) -> None:
+        """Score `asset_class` with an LSTM-AE too (one scorer for all its assets, local order);
+        the hook the model registry uses once a verified bundle is loaded."""
+        cp = self.classes[asset_class]
+        if scorer.cfg.n_sensors != cp.schema.n_sensors:
+            raise ValueError(f"model has {scorer.cfg.n_sensors} sensors, class "
+                             f"{asset_class} has {cp.schema.n_sensors}")
+        if scorer.n_assets != len(cp.members):
+            scorer.resize(len(cp.members))
+        if cp.ae is not None and (cp.ae.cfg.window, cp.ae.cfg.n_sensors) == (
+                scorer.cfg.window, scorer.cfg.n_sensors):
+            scorer.copy_windows_from(cp.ae)
+        cp.ae = scorer
+        cp.events.model_version = version
 
     def ingest(self, batch: SampleBatch, wall_ns: int | None = None) -> None:
         if len(batch) == 0:

@@ -64,3 +64,37 @@ def test_restart_grace_keeps_a_cold_start_quiet() -> None:
     cp = p.classes["centrifugal_pump"]
     assert (cp.last_off_ns > 0).any(), "the scenario must contain stops"
     assert events == []
+
+
+def test_attached_autoencoder_scores_every_row_and_fuses_by_max() -> None:
+    import torch
+
+    from models.ae_scorer import BatchedAEScorer
+    from models.calibration import TailCalibrator
+    from models.lstm_ae import AEConfig, LSTMAutoencoder, Normalizer
+
+    ids = ["pump-1", "pump-2"]
+    cfg = parse_config({"assets": [{"id": i, "class": "centrifugal_pump"} for i in ids],
+                        "scoring": {"warmup_rows": 10, "calibration_rows": 20}})
+    p = Pipeline.from_config(cfg, AssetRegistry(cfg.asset_list()))
+    fleet = PumpFleet(ids, seed=1, stop_probability=0.0)
+    hist = np.stack([fleet.step() for _ in range(200)]).reshape(-1, 9)
+    torch.manual_seed(0)
+    model = LSTMAutoencoder(AEConfig(n_sensors=9, window=8, hidden=(6,), latent=3)).eval()
+    calib = TailCalibrator().fit(np.random.default_rng(0).gamma(2.0, 0.5, 500))
+    p.attach_ae("centrifugal_pump", BatchedAEScorer(model, Normalizer.fit(hist), calib,
+                                                    device="cpu"), "v-test")
+    seen = 0
+    for k in range(60):
+        rows = np.stack([fleet.step() for _ in range(3)])  # bursts of 3 ticks per asset
+        ts = T0 + (3 * k + np.arange(1, 4)) * S
+        p.ingest(SampleBatch(np.tile(np.repeat(np.arange(2, dtype=np.int32), 9), 3),
+                             np.tile(np.arange(9, dtype=np.int32), 6),
+                             np.repeat(ts, 18).astype(np.int64), rows.ravel()), wall_ns=k + 1)
+        for out in p.advance(wall_ns=k + 1):
+            assert set(out.scores) == {"river", "ae"}
+            ae, rv = out.scores["ae"].score, out.scores["river"].score
+            np.testing.assert_array_equal(out.fused, np.fmax(ae, rv))
+            seen += int(np.isfinite(ae).sum())
+    assert seen > 100
+    assert p.classes["centrifugal_pump"].events.model_version == "v-test"
