@@ -259,7 +259,7 @@ class BatchedAEScorer:
         err = np.full((n, s), np.nan)
         a = idx[sel]
         order = np.argsort(a, kind="stable")
-        uniq, first, counts = np.unique(a[order], return_index=True, return_counts=True)
+        _, first, counts = np.unique(a[order], return_index=True, return_counts=True)
         rank = np.empty(sel.size, np.int64)
         rank[order] = np.arange(sel.size) - np.repeat(first, counts)
         for r in range(int(counts.max())):
