@@ -54,11 +54,13 @@ def cmd_load(args: argparse.Namespace) -> int:
     from simulators.loadgen import run_load
 
     rep = run_load(args.host, args.port, args.assets, args.sensors, args.rate, args.seconds,
-                   args.batch_rows, args.qos, args.layout, args.site)
+                   args.batch_rows, args.qos, args.layout, args.site, args.fault_assets,
+                   args.fault_at, args.fault_size, args.seed, args.prefix)
     print(json.dumps({"messages": rep.messages, "samples": rep.samples,
                       "seconds": round(rep.seconds, 3),
                       "samples_per_s": round(rep.samples_per_s), "late_batches":
-                      rep.late_batches, "max_lag_s": round(rep.max_lag_s, 3)}))
+                      rep.late_batches, "max_lag_s": round(rep.max_lag_s, 3),
+                      "fault_ts_ns": rep.fault_ts_ns}), flush=True)
     return 0
 
 
@@ -105,6 +107,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ld.add_argument("--batch-rows", type=int, default=10, help="rows per message (columns/rows)")
     ld.add_argument("--layout", choices=("columns", "rows", "row"), default="columns")
     ld.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    ld.add_argument("--prefix", default="a", help="asset ids: PREFIX0, PREFIX1, ...")
+    ld.add_argument("--seed", type=int, default=0)
+    ld.add_argument("--fault-assets", type=int, default=0,
+                    help="a step fault on sensor s0 of the first N assets")
+    ld.add_argument("--fault-at", type=float, default=None, help="seconds into the run")
+    ld.add_argument("--fault-size", type=float, default=25.0, help="in units of the gain")
     ld.set_defaults(func=cmd_load)
     if importlib.util.find_spec("simulators.transports_cli") is not None:
         importlib.import_module("simulators.transports_cli").add_commands(ssub)

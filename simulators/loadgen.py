@@ -57,19 +57,22 @@ class SignalBank:
         self.phase = rng.uniform(0, 2 * np.pi, n_assets)
         self.noise = 0.05 * self.gain
 
-    def rows(self, t_s: np.ndarray) -> np.ndarray:
-        """(assets, len(t_s), sensors) at the given times."""
-        load = np.sin(2 * np.pi * t_s[None, :] / 300.0 + self.phase[:, None])  # (A, T)
-        x = self.offset[:, None, :] + self.gain[:, None, :] * load[:, :, None]
-        return x + self.noise[:, None, :] * self.rng.standard_normal(x.shape)
+    def rows(self, t_s: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        """(assets, len(t_s), sensors) at the given times (of the assets in `idx`, or all)."""
+        sel = slice(None) if idx is None else idx
+        gain, offset, noise = self.gain[sel], self.offset[sel], self.noise[sel]
+        load = np.sin(2 * np.pi * t_s[None, :] / 300.0 + self.phase[sel, None])  # (A, T)
+        x = offset[:, None, :] + gain[:, None, :] * load[:, :, None]
+        return x + noise[:, None, :] * self.rng.standard_normal(x.shape)
 
 
 def encode(fmt: str, ts: list[int], names: list[str], block: np.ndarray) -> list[bytes]:
     """Messages for one asset: `block` is (rows, sensors)."""
     vals = np.round(block, 4)
     if fmt == "columns":
-        return [orjson.dumps({"ts": ts, "values": dict(zip(names, vals.T.tolist(),
-                                                             strict=True))})]
+        return [orjson.dumps({"ts": ts, "values": dict(zip(names, np.ascontiguousarray(vals.T),
+                                                             strict=True))},
+                             option=orjson.OPT_SERIALIZE_NUMPY)]
     rows = [{"ts": t, "values": dict(zip(names, r, strict=True))}
             for t, r in zip(ts, vals.tolist(), strict=True)]
     if fmt == "rows":
@@ -83,24 +86,39 @@ def run_load(
     fault_assets: int = 0, fault_at_s: float | None = None, fault_size: float = 25.0,
     seed: int = 0, prefix: str = "a",
 ) -> LoadReport:
-    """Publish for `seconds` of wall time, paced to the wall clock; report what was sent."""
+    """Publish for `seconds` of wall time, paced to the wall clock; report what was sent.
+
+    Timestamps lie on the grid of the sample period (as a PLC's scan would), so a sample's
+    timestamp is its row's tick.  With `batch_rows` > 1 (`columns`, `rows`) each asset sends
+    its newest `batch_rows` rows once the last of them has happened; assets are staggered
+    over the batch interval (asset i sends on ticks = i mod batch_rows) so the broker sees an
+    even stream, not one burst per interval.  `row` sends one message per row.
+    The step fault adds `fault_size` x the sensor's gain to sensor 0 of the first
+    `fault_assets` assets from `fault_at_s` on; the report gives its first timestamp.
+    """
     if fmt not in PAYLOAD_FORMATS:
         raise ValueError(f"unknown payload layout {fmt!r}; use one of {list(PAYLOAD_FORMATS)}")
+    batch_rows = 1 if fmt == "row" else max(1, batch_rows)
+    per_msg = 1 if fmt == "row" else batch_rows
     ids = [f"{prefix}{i}" for i in range(n_assets)]
     topics = [f"plant/{site}/{a}/telemetry" for a in ids]
     names = [f"s{i}" for i in range(n_sensors)]
     bank = SignalBank(n_assets, n_sensors, seed)
+    phase_of = np.arange(n_assets) % batch_rows
+    groups = [np.flatnonzero(phase_of == p) for p in range(batch_rows)]
     client = connect(host, port, f"gearwatch-load-{time.time_ns() % 10**9}")
     rep = LoadReport(per_asset_samples=dict.fromkeys(ids, 0))
     period_ns = round(1e9 / rate_hz)
-    batch_s = batch_rows / rate_hz
+    period_s = period_ns / 1e9
     t0_wall = time.monotonic()
-    t0_ns = time.time_ns()
-    k = 0
+    t0_ns = -(-time.time_ns() // period_ns) * period_ns  # on the grid
+    t0_wall += (t0_ns - time.time_ns()) / 1e9
+    k = batch_rows  # tick index; the first messages carry ticks 1..batch_rows
     infos: list[mqtt.MQTTMessageInfo] = []
+    fault_ns = None if fault_at_s is None else t0_ns + round(fault_at_s * 1e9)
     try:
         while True:
-            due = t0_wall + (k + 1) * batch_s  # a batch is sent once its last row has happened
+            due = t0_wall + k * period_s  # a batch is sent once its last row has happened
             now = time.monotonic()
             if due > t0_wall + seconds:
                 break
@@ -109,23 +127,26 @@ def run_load(
             else:
                 rep.late_batches += 1
                 rep.max_lag_s = max(rep.max_lag_s, now - due)
-            first = k * batch_rows
-            ts_ns = [t0_ns + (first + j + 1) * period_ns for j in range(batch_rows)]
-            t_s = (np.array(ts_ns) - t0_ns) / 1e9
-            data = bank.rows(t_s)
-            if fault_assets and fault_at_s is not None and t_s[-1] >= fault_at_s:
-                hit = t_s >= fault_at_s
-                data[:fault_assets, hit, 0] += fault_size * bank.gain[:fault_assets, None, 0]
-                if rep.fault_ts_ns is None:
-                    rep.fault_ts_ns = ts_ns[int(np.argmax(hit))]
-            for i, topic in enumerate(topics):
-                for payload in encode(fmt, ts_ns, names, data[i]):
-                    info = client.publish(topic, payload, qos=qos)
-                    if qos:
-                        infos.append(info)
-                    rep.messages += 1
-                rep.per_asset_samples[ids[i]] += batch_rows * n_sensors
-            rep.samples += n_assets * batch_rows * n_sensors
+            idx = groups[k % batch_rows]
+            if idx.size:
+                ts_ns = [t0_ns + (k - per_msg + 1 + j) * period_ns for j in range(per_msg)]
+                t_s = (np.array(ts_ns) - t0_ns) / 1e9
+                data = bank.rows(t_s, idx)
+                if fault_assets and fault_ns is not None and ts_ns[-1] >= fault_ns:
+                    hit = np.array(ts_ns) >= fault_ns
+                    f = np.flatnonzero(idx < fault_assets)
+                    data[f[:, None], np.flatnonzero(hit)[None, :], 0] += (
+                        fault_size * bank.gain[idx[f], 0][:, None])
+                    if rep.fault_ts_ns is None and f.size:
+                        rep.fault_ts_ns = ts_ns[int(np.argmax(hit))]
+                for j, i in enumerate(idx.tolist()):
+                    for payload in encode(fmt, ts_ns, names, data[j]):
+                        info = client.publish(topics[i], payload, qos=qos)
+                        if qos:
+                            infos.append(info)
+                        rep.messages += 1
+                    rep.per_asset_samples[ids[i]] += per_msg * n_sensors
+                rep.samples += idx.size * per_msg * n_sensors
             if len(infos) > 20_000:
                 for inf in infos:
                     inf.wait_for_publish(30)
