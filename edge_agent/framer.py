@@ -72,6 +72,10 @@ class ClassFramer:
         self.next_tick = np.full(n, NO_TS, np.int64)  # NO_TS: asset not seen yet
         self.offset = np.zeros(n, np.int64)  # data time minus wall time at the newest sample
         self.last_arrival = np.zeros(n, np.int64)
+        # data time the asset's last arrival moved it on by (one period for a row per message,
+        # the batch's span for batched payloads): how long it may be quiet before wall-clock
+        # time ticks it on
+        self.span = np.full(n, self.P, np.int64)
 
     def ingest(self, asset: np.ndarray, sensor: np.ndarray, ts: np.ndarray, value: np.ndarray,
                wall_ns: int | None = None) -> None:
@@ -80,14 +84,21 @@ class ClassFramer:
             return
         wall = time.monotonic_ns() if wall_ns is None else wall_ns
         new = self.next_tick[asset] == NO_TS
+        seen = None
         if new.any():
             # first sample of an asset: its first tick is the grid point at or after it
             first = np.full(self.n, np.iinfo(np.int64).max, np.int64)
             np.minimum.at(first, asset[new], ts[new])
             seen = (first != np.iinfo(np.int64).max) & (self.next_tick == NO_TS)
             self.next_tick[seen] = -(-first[seen] // self.P) * self.P
-        np.maximum.at(self.max_ts, asset, ts)
         touched = np.unique(asset)
+        before = self.max_ts[touched]
+        np.maximum.at(self.max_ts, asset, ts)
+        moved = self.max_ts[touched] - before
+        on = (before != NO_TS) & (moved > 0)  # an arrival that moved the asset's data on
+        self.span[touched[on]] = np.maximum(moved[on], self.P)
+        if seen is not None:  # a first arrival: the span of its rows, plus a period
+            self.span[seen] = np.maximum(self.max_ts[seen] - first[seen] + self.P, self.P)
         self.offset[touched] = self.max_ts[touched] - wall
         self.last_arrival[touched] = wall
         self._pend_a = np.concatenate([self._pend_a, asset.astype(np.int32, copy=False)])
@@ -98,7 +109,8 @@ class ClassFramer:
 
     def watermark(self, wall_ns: int) -> np.ndarray:
         by_data = self.max_ts - self.lateness
-        by_wall = wall_ns + self.offset - self.lateness - self.P  # quiet assets keep ticking
+        # quiet assets keep ticking, once quiet for longer than their usual arrival step
+        by_wall = wall_ns + self.offset - self.lateness - self.span
         wm = np.maximum(by_data, np.where(self.last_arrival > 0, by_wall, NO_TS))
         return np.where(self.next_tick == NO_TS, NO_TS, wm)
 

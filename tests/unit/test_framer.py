@@ -96,3 +96,26 @@ def test_many_assets_in_one_batch_are_framed_independently() -> None:
         assert (r.ts_ns[m] / S).tolist() == list(range(1, n + 1))
         assert r.values[m, 0].tolist() == (asset * 100.0 + np.arange(n)).tolist()
         assert (r.values[m, 1] == -r.values[m, 0]).all()
+
+
+def test_batched_payloads_are_not_ticked_ahead_of_their_data() -> None:
+    # one message every 10 s carrying 10 rows (1 s apart): between messages the asset is
+    # quiet for a whole batch, which is its normal rhythm, not a lost source
+    f = ClassFramer(SCHEMA, 1, lateness_periods=0.0)
+    rows: list[tuple[int, float]] = []
+    for m in range(6):
+        ts = [m * 10 + k + 1 for k in range(10)]
+        wall = (m * 10 + 10) * S
+        for s_ in (0, 1):
+            feed(f, 0, s_, [float(t) for t in ts], [float(t) for t in ts], wall)
+        for w in range(10):  # the processing loop wakes often between messages
+            r = f.advance(wall_ns=wall + w * S + S // 2)
+            rows.extend(zip((r.ts_ns // S).tolist(), r.values[:, 0].tolist(), strict=True))
+    assert f.stats.out_of_order == 0
+    assert [t for t, _ in rows] == list(range(1, 61))
+    # each tick holds its own sample, none NaN or held over
+    assert [v for _, v in rows] == [float(t) for t, _ in rows]
+    # the source goes quiet: once a batch span has passed, wall time ticks it on
+    assert len(f.advance(wall_ns=69 * S)) == 0
+    r = f.advance(wall_ns=71 * S)
+    assert (r.ts_ns // S).tolist() == [61]
