@@ -60,7 +60,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                       "seconds": round(rep.seconds, 3),
                       "samples_per_s": round(rep.samples_per_s), "late_batches":
                       rep.late_batches, "max_lag_s": round(rep.max_lag_s, 3),
-                      "fault_ts_ns": rep.fault_ts_ns}), flush=True)
+                      "fault_ts_ns": rep.fault_ts_ns, "t0_ns": rep.t0_ns}), flush=True)
     return 0
 
 

@@ -39,6 +39,7 @@ class LoadReport:
     late_batches: int = 0
     max_lag_s: float = 0.0
     fault_ts_ns: int | None = None
+    t0_ns: int = 0  # tick 0; asset i's messages end on ticks k with k = i mod batch_rows
     per_asset_samples: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -113,6 +114,7 @@ def run_load(
     t0_wall = time.monotonic()
     t0_ns = -(-time.time_ns() // period_ns) * period_ns  # on the grid
     t0_wall += (t0_ns - time.time_ns()) / 1e9
+    rep.t0_ns = t0_ns
     k = batch_rows  # tick index; the first messages carry ticks 1..batch_rows
     infos: list[mqtt.MQTTMessageInfo] = []
     fault_ns = None if fault_at_s is None else t0_ns + round(fault_at_s * 1e9)
