@@ -38,6 +38,17 @@ class ClassOutput:
     off: np.ndarray | None = None  # off, in maintenance or with a lost source
 
 
+@dataclass(slots=True)
+class Scored:
+    """One class's framed and scored rows, before events and learning."""
+
+    rows: Rows
+    scores: dict[str, Scores]
+    fused: np.ndarray
+    shares: np.ndarray
+    off: np.ndarray
+
+
 @dataclass
 class ClassPipeline:
     schema: AssetSchema
@@ -75,6 +86,11 @@ class ClassPipeline:
         in_grace = (last_off != NO_TS) & (rows.ts_ns - last_off <= round(oc.grace_s * 1e9))
         return off | in_grace
     def step(self, wall_ns: int) -> ClassOutput | None:
+        sc = self.score(wall_ns)
+        return None if sc is None else self.finish(sc)
+
+    def score(self, wall_ns: int) -> Scored | None:
+        """Frame and score (no event state is touched: this half may run off the loop)."""
         rows = self.framer.advance(wall_ns)
         if len(rows) == 0:
             return None
@@ -96,15 +112,20 @@ class ClassPipeline:
                 by_ae = (ae.score > sc.score) | (np.isnan(sc.score) & ~np.isnan(ae.score))
             fused = np.where(by_ae, ae.score, sc.score)
             shares = np.where(by_ae[:, None], ae.shares, sc.shares)
+        return Scored(rows, scores, fused, shares, off)
+
+    def finish(self, s: Scored) -> ClassOutput:
+        """Events, then learning from the rows that look normal (in order, after `score`)."""
+        rows, fused = s.rows, s.fused
         transitions, normal = self.events.step(
-            rows.asset, rows.ts_ns, fused, shares, off, {k: v.score for k, v in scores.items()}
-        )
+            rows.asset, rows.ts_ns, fused, s.shares, s.off,
+            {k: v.score for k, v in s.scores.items()})
         # learn only from rows that look normal: a slowly growing fault must not be absorbed
         with np.errstate(invalid="ignore"):
             normal &= ~(fused >= self.learn_below)
-        self.river.learn(rows.asset, rows.values, normal, sc)
-        return ClassOutput(self.schema.asset_class, rows, scores, fused, shares,
-                           transitions, off)
+        self.river.learn(rows.asset, rows.values, normal, s.scores["river"])
+        return ClassOutput(self.schema.asset_class, rows, s.scores, fused, s.shares,
+                           transitions, s.off)
 
 
 def make_online_scorer(
@@ -190,10 +211,20 @@ class Pipeline:
                 cp.framer.ingest(local, batch.sensor[m], batch.ts_ns[m], batch.value[m], wall)
 
     def advance(self, wall_ns: int | None = None) -> list[ClassOutput]:
+        return self.finish(self.score(wall_ns))
+
+    def score(self, wall_ns: int | None = None) -> list[tuple[str, Scored]]:
+        """The framing and scoring half of `advance`: numpy and torch, no event state, so the
+        agent runs it in a worker thread (torch and most numpy release the GIL) while the event
+        loop writes and the MQTT thread decodes.  Call `finish` with the result, in order,
+        before the next `ingest`/`score`."""
         wall = time.monotonic_ns() if wall_ns is None else wall_ns
-        outs = []
-        for cp in self.classes.values():
-            o = cp.step(wall)
-            if o is not None:
-                outs.append(o)
-        return outs
+        out = []
+        for name, cp in self.classes.items():
+            sc = cp.score(wall)
+            if sc is not None:
+                out.append((name, sc))
+        return out
+
+    def finish(self, scored: list[tuple[str, Scored]]) -> list[ClassOutput]:
+        return [self.classes[name].finish(sc) for name, sc in scored]

@@ -8,6 +8,7 @@ which never call back upstream.  A timer also advances the framer so quiet asset
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -25,7 +26,7 @@ from edge_agent.desk import EventDesk
 from edge_agent.events import Event, Transition
 from edge_agent.feedback import MqttFeedback
 from edge_agent.metrics import AgentMetrics
-from edge_agent.pipeline import ClassOutput, Pipeline
+from edge_agent.pipeline import ClassOutput, Pipeline, Scored
 from edge_agent.sinks import line_protocol as lp
 from edge_agent.sinks.alerts import MqttAlertChannel
 from edge_agent.sinks.channels import make_channels
@@ -126,6 +127,8 @@ class Agent:
         self.ready = asyncio.Event()
         self.started_at = time.time()
         self._last_rx = np.zeros(len(self.registry))  # wall-clock s of each asset's last sample
+        # framing, scoring and raw line protocol run here, off the event loop (see _process)
+        self._scoring = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="scoring")
 
     # -- hooks for sources that know when they lose a device (Modbus, serial) ---------------------
     def source_lost(self, asset_ids: list[str]) -> None:
@@ -205,8 +208,10 @@ class Agent:
         proc = [t for t in self._tasks if t.get_name() == "process"]
         for t in proc:
             t.cancel()
+        await asyncio.gather(*proc, return_exceptions=True)  # its batch in flight is delivered
         # what is already queued is processed, so its samples are written before we exit
         self._drain_queue()
+        self._scoring.shutdown(wait=False)
         if self.influx is not None:
             await self.influx.close()
             influx_tasks = [t for t in self._tasks if t.get_name() == "influx"]
@@ -257,22 +262,54 @@ class Agent:
                 batches.append(self.queue.get_nowait())
             self.metrics.queue_depth.set(self.queue.qsize())
             try:
-                self._handle(SampleBatch.concat(batches) if batches else None)
+                await self._handle_async(SampleBatch.concat(batches) if batches else None)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("processing failed; the batch's acks are withheld")
 
+    async def _handle_async(self, batch: SampleBatch | None) -> None:
+        """`_handle` with its CPU-heavy half in the scoring thread: the event loop stays free
+        for InfluxDB writes and alerts, and the MQTT thread decodes meanwhile (torch and large
+        numpy operations release the GIL).  One batch at a time, so the pipeline is never
+        touched by two threads at once; on cancellation the batch in flight is still delivered.
+        """
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._scoring, self._compute, batch)
+        try:
+            lines, scored = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            lines, scored = await fut
+            self._deliver(batch, lines, scored)
+            raise
+        self._deliver(batch, lines, scored)
+
     def _handle(self, batch: SampleBatch | None) -> None:
+        self._deliver(batch, *self._compute(batch))
+
+    def _compute(self, batch: SampleBatch | None) -> tuple[list[str] | None,
+                                                            list[tuple[str, Scored]]]:
+        """Ingest, frame, score, and the raw samples' line protocol; no sink, no event state."""
+        lines = None
         if batch is not None:
             self.pipeline.ingest(batch)
-            self.state.samples += len(batch)
-            self._last_rx[batch.asset] = time.time()
             if self.influx is not None and self.cfg.influx.write_raw:
                 lines = lp.telemetry_lines(batch.asset, batch.sensor, batch.ts_ns, batch.value,
                                            self._series, self._sensor_names)
+        return lines, self.pipeline.score()
+
+    def _deliver(self, batch: SampleBatch | None, lines: list[str] | None,
+                 scored: list[tuple[str, Scored]]) -> None:
+        """On the loop: raw samples to the sink with their acks (ack-after-persist), then
+        events, scores and alerts."""
+        if batch is not None:
+            self.state.samples += len(batch)
+            self._last_rx[batch.asset] = time.time()
+            if lines is not None and self.influx is not None:
                 self.influx.submit(lines, batch.acks)
             else:
                 batch.ack()  # nothing durable to wait for
-        for out in self.pipeline.advance():
+        for out in self.pipeline.finish(scored):
             self._sink_output(out)
 
     def _sink_output(self, out: ClassOutput) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from edge_agent.batch import SampleBatch
 from edge_agent.config import load_config
 from edge_agent.logs import setup_logging
-from edge_agent.pipeline import ClassOutput
+from edge_agent.pipeline import ClassOutput, Scored
 from edge_agent.service import Agent
 
 # latency histogram bins: 0.1 ms .. 100 s, geometric (~4% wide)
@@ -79,16 +79,25 @@ class Probes:
         self.fwd_calls = 0
         self.fwd_windows = 0
         self.fwd_s = 0.0
-        self.handle_s = 0.0
+        self.compute_s = 0.0  # in the scoring thread: ingest, frame, score, raw line protocol
+        self.deliver_s = 0.0  # on the loop: sinks, events, alerts
         self.sink_out_s = 0.0
         self.ready_at: float | None = None
         self._install()
 
     def _install(self) -> None:
         agent = self.agent
-        handle, sink_output = agent._handle, agent._sink_output
+        compute, deliver, sink_output = agent._compute, agent._deliver, agent._sink_output
 
-        def _handle(batch: SampleBatch | None) -> None:
+        def _compute(batch: SampleBatch | None) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return compute(batch)
+            finally:
+                self.compute_s += time.perf_counter() - t0
+
+        def _deliver(batch: SampleBatch | None, lines: list[str] | None,
+                     scored: list[tuple[str, Scored]]) -> None:
             t0 = time.perf_counter()
             if batch is not None and len(batch) and agent.influx is not None:
                 ts, n = batch.ts_ns, len(batch)
@@ -98,8 +107,8 @@ class Probes:
                     self.sample_lat.add((time.time_ns() - ts[:: max(1, n // 200)]) / 1e9)
 
                 batch.acks.append(probe)
-            handle(batch)
-            self.handle_s += time.perf_counter() - t0
+            deliver(batch, lines, scored)
+            self.deliver_s += time.perf_counter() - t0
 
         def _sink_output(out: ClassOutput) -> None:
             t0 = time.perf_counter()
@@ -117,7 +126,8 @@ class Probes:
 
             agent.influx.submit([], [probe])
 
-        agent._handle = _handle  # type: ignore[method-assign]
+        agent._compute = _compute  # type: ignore[method-assign]
+        agent._deliver = _deliver  # type: ignore[method-assign]
         agent._sink_output = _sink_output  # type: ignore[method-assign]
 
     def watch_ae(self) -> None:
@@ -165,7 +175,8 @@ class Probes:
             "ae": {"calls": self.ae_calls, "windows": self.ae_windows, "seconds": self.ae_s,
                    "forward_calls": self.fwd_calls, "forward_windows": self.fwd_windows,
                    "forward_seconds": self.fwd_s},
-            "handle_s": self.handle_s, "sink_output_s": self.sink_out_s,
+            "compute_s": self.compute_s, "deliver_s": self.deliver_s,
+            "sink_output_s": self.sink_out_s,
             "threads": {str(t.native_id): t.name for t in threading.enumerate()
                         if t.native_id is not None},
             "spool": getattr(a, "spool", None) is not None,
