@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bootstrap system-deps clean bench
+.PHONY: demo test lint typecheck pytest bootstrap system-deps clean bench bench-e2e
 
 demo: bootstrap
 	$(BIN)/gearwatch demo
@@ -34,6 +34,11 @@ pytest:
 
 bench: bootstrap
 	$(BIN)/python tests/bench/run_all.py
+
+# the end-to-end benchmark (docs/performance.md): real agent, Mosquitto, InfluxDB; ~10 min.
+# BENCH_ARGS=--quick for a 2-minute run; see tests/bench/bench_e2e.py --help
+bench-e2e: bootstrap
+	$(BIN)/python tests/bench/bench_e2e.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache

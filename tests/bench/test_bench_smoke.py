@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,22 @@ def test_cuda_check_runs_without_gpu_or_checks_agreement() -> None:
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "no CUDA" in r.stdout or "-> agree" in r.stdout
+
+
+def test_e2e_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    """The end-to-end benchmark on real Mosquitto and InfluxDB, 3 assets for 8 s: it ran,
+    every sample sent became durable, and the table and JSON carry every figure."""
+    out = tmp_path / "e2e.json"
+    script = Path(__file__).with_name("bench_e2e.py")
+    r = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "samples/s" in r.stdout and "ratio_to_mosquitto_sub" in r.stdout
+    doc = json.loads(out.read_text())
+    (step,) = doc["steps"]
+    assert step["all_durable"] and step["samples_per_s"] > 0 and step["rows_per_s"] > 0
+    assert step["score_latency"]["n"] > 0 and step["sample_latency"]["n"] > 0
+    assert step["cpu_cores"]["agent"] > 0 and step["agent_peak_rss_mb"] > 0
+    assert step["ae"]["windows_per_s_wall"] > 0 and step["ae"]["bare_windows_per_s"] > 0
+    assert doc["mosquitto_sub"]["messages_per_s"] > 0
+    assert doc["summary"]["max_sustained_samples_per_s"] > 0
