@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             a3 = time.thread_time()
             cost["AE score_rows"] += a3 - a2
             off = np.zeros(len(rows), bool)
-            tr, normal = cp.events.step(rows.asset, rows.ts_ns, fused, sc.shares, off,
+            _tr, normal = cp.events.step(rows.asset, rows.ts_ns, fused, sc.shares, off,
                                         {"river": sc.score})
             a4 = time.thread_time()
             cost["events"] += a4 - a3
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{samples:,} samples, {n} assets, AE {'off' if args.no_ae else 'on'}: "
           f"{total / samples * 1e6:.2f} us/sample CPU in these stages "
           f"(= {samples / total:,.0f} samples/s on one core)")
-    for k, v in sorted(cost.items(), key=lambda kv: -kv[1]):
-        print(f"  {k:28s} {v / samples * 1e6:7.3f} us/sample  {v / total:6.1%}")
+    for stage, v in sorted(cost.items(), key=lambda kv: -kv[1]):
+        print(f"  {stage:28s} {v / samples * 1e6:7.3f} us/sample  {v / total:6.1%}")
     return 0
 
 
