@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,9 @@ class AgentSection(_Strict):
     log_json: bool = False
     status_interval_s: float = Field(5.0, ge=0, le=3600,
                                      description="write state_dir/status.json; 0 = never")
+    # SIGTERM/SIGINT: stop inputs, flush sinks, exit 0 within this bound (keep it below the
+    # unit's TimeoutStopSec, or systemd SIGKILLs the agent mid-flush)
+    shutdown_timeout_s: float = Field(20.0, gt=0, le=600)
 
 
 class MqttSection(_Strict):
@@ -60,7 +64,10 @@ class MqttSection(_Strict):
     password_env: str = "GEARWATCH_MQTT_PASSWORD"
     password_file: str | None = None
     tls: bool = False
-    ca_file: str | None = None
+    ca_file: str | None = None  # PEM CA that signed the broker's certificate (else system CAs)
+    cert_file: str | None = None  # client certificate (PEM) for mutual TLS, with key_file
+    key_file: str | None = None  # its private key (PEM, unencrypted, mode 0600)
+    tls_insecure: bool = False  # skip the broker hostname check (testing only)
     keepalive_s: int = Field(30, ge=5, le=3600)
     qos: Literal[0, 1] = 1
     session_expiry_s: int = Field(3600, ge=0)
@@ -87,6 +94,45 @@ class MqttSection(_Strict):
         if "{asset}" not in v:
             raise ValueError("must contain '{asset}', e.g. 'plant/{site}/{asset}/telemetry'")
         return v
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttSection:
+        """TLS material is checked at `agent check`, not at the first reconnect at 3 a.m."""
+        if not self.tls:
+            for key in ("ca_file", "cert_file", "key_file"):
+                if getattr(self, key):
+                    raise ValueError(f"mqtt.{key} is set but mqtt.tls is false; set tls = true "
+                                     f"(the broker's TLS port is usually 8883) or remove {key}")
+            if self.tls_insecure:
+                raise ValueError("mqtt.tls_insecure = true without tls = true means nothing; "
+                                 "remove it")
+            return self
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("mqtt.cert_file and mqtt.key_file go together (mutual TLS); "
+                             "set both or neither")
+        what = {"ca_file": "the CA certificate (PEM) that signed the broker's certificate",
+                "cert_file": "this agent's client certificate (PEM)",
+                "key_file": "the client certificate's private key (PEM)"}
+        for key, desc in what.items():
+            path = getattr(self, key)
+            if path is not None and not os.access(path, os.R_OK):
+                why = "not found" if not os.path.exists(path) else "not readable by this user"
+                raise ValueError(f"mqtt.{key}: {path!r} is {why}; point it at {desc}")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            if self.ca_file:
+                ctx.load_verify_locations(cafile=self.ca_file)
+        except ssl.SSLError as e:
+            raise ValueError(f"mqtt.ca_file: {self.ca_file!r} holds no PEM certificate ({e}); "
+                             "point it at the CA certificate, e.g. ca.crt") from None
+        try:
+            if self.cert_file and self.key_file:
+                ctx.load_cert_chain(self.cert_file, self.key_file, password=lambda: b"")
+        except ssl.SSLError as e:
+            raise ValueError(f"mqtt.cert_file/key_file: cannot load the client certificate and "
+                             f"key ({e}); they must be PEM, match each other, and the key must "
+                             "not be encrypted") from None
+        return self
 
     def secret(self) -> str | None:
         return read_secret(self.password, self.password_env, self.password_file, "mqtt.password")
