@@ -24,6 +24,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT, then stop within `agent.shutdown_timeout_s` and exit 0.
+
+    A watchdog thread bounds the stop even if something in it hangs (exit 1 then), so
+    systemd never has to SIGKILL the agent mid-flush.
+    """
+    import logging
+    import os
+    import threading
+
     from edge_agent.logs import setup_logging
     from edge_agent.service import Agent
 
@@ -33,12 +42,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.config}: {e}", file=sys.stderr)
         return 2
     setup_logging(cfg.agent.log_level, cfg.agent.log_json)
-    agent = Agent(cfg)
+    log = logging.getLogger("gearwatch.agent")
+    try:
+        agent = Agent(cfg)
+    except ConfigError as e:
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
+    bound = cfg.agent.shutdown_timeout_s
+    signals: list[int] = []
+
+    def hard_exit() -> None:
+        log.error("stop did not finish within %.0f s; exiting without a full flush "
+                  "(unacknowledged MQTT messages are redelivered on the next start)", bound + 5)
+        logging.shutdown()
+        os._exit(1)
+
+    def on_signal(sig: signal.Signals) -> None:
+        signals.append(sig)
+        if len(signals) > 1:
+            log.warning("%s again: exiting now, without flushing", sig.name)
+            logging.shutdown()
+            os._exit(128 + sig)
+        log.info("%s received: stopping within %.0f s", sig.name, bound)
+        timer = threading.Timer(bound + 5, hard_exit)
+        timer.daemon = True
+        timer.start()
+        agent.stop()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.stop)
+            loop.add_signal_handler(sig, on_signal, sig)
         await agent.run()
 
     asyncio.run(main())

@@ -3,6 +3,11 @@
 Data flows one way.  Sources (threads or tasks) emit batches into one queue; a single
 processing task drains it, frames, scores and tracks events, and hands the results to sinks,
 which never call back upstream.  A timer also advances the framer so quiet assets keep ticking.
+
+Under systemd (`Type=notify`) the agent says READY=1 once running, and the processing task
+pings the watchdog from its own iteration, so a hung or dead processing loop gets the agent
+restarted.  `stop()` (SIGTERM) stops the inputs, flushes what is queued to the sinks and
+returns within `agent.shutdown_timeout_s`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.mqtt_connection import MqttConnection
 from edge_agent.sources.payloads import DecodeContext
 from edge_agent.store import Store
+from edge_agent.systemd_notify import Notifier, Watchdog
 
 if TYPE_CHECKING:
     from edge_agent.console.server import Console
@@ -126,6 +132,8 @@ class Agent:
         self.ready = asyncio.Event()
         self.started_at = time.time()
         self._last_rx = np.zeros(len(self.registry))  # wall-clock s of each asset's last sample
+        self.notifier = Notifier()
+        self.watchdog = Watchdog(self.notifier)
 
     # -- hooks for sources that know when they lose a device (Modbus, serial) ---------------------
     def source_lost(self, asset_ids: list[str]) -> None:
@@ -180,6 +188,9 @@ class Agent:
         log.info("agent running: %d assets in %d classes", len(self.registry),
                  len(self.registry.classes))
         self.ready.set()
+        if self.notifier.ready(f"running: {len(self.registry)} assets"):
+            log.info("told systemd READY=1 (watchdog ping every %s s from the processing loop)",
+                     self.watchdog.interval)
         await self._stopping.wait()
         await self._shutdown()
 
@@ -202,23 +213,43 @@ class Agent:
             (self.source_lost if state == "lost" else self.source_recovered)(assets)
 
     async def _shutdown(self) -> None:
-        proc = [t for t in self._tasks if t.get_name() == "process"]
-        for t in proc:
+        """Inputs off, queue processed, sinks flushed (acks sent), within the bound."""
+        t0 = time.monotonic()
+        bound = self.cfg.agent.shutdown_timeout_s
+        self.notifier.stopping("stopping: flushing sinks")
+        log.info("stopping: inputs off, flushing what is queued (at most %.0f s)", bound)
+        # 1. no new input; what arrives from now on is not acknowledged, so it is redelivered
+        for src in self.sources:
+            src.detach()
+        inputs = {inp.name for inp in self.inputs}
+        stop_first = [t for t in self._tasks if t.get_name() in inputs | {"process"}]
+        for t in stop_first:
             t.cancel()
-        # what is already queued is processed, so its samples are written before we exit
+        await asyncio.gather(*stop_first, return_exceptions=True)
+        # 2. what is already queued is processed, so its samples are written before we exit
         self._drain_queue()
+        # 3. flush the sinks; their acks go out while the MQTT connection is still up
         if self.influx is not None:
             await self.influx.close()
             influx_tasks = [t for t in self._tasks if t.get_name() == "influx"]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*influx_tasks), timeout=10)
+            left = max(bound - (time.monotonic() - t0), 0.1)
+            try:
+                await asyncio.wait_for(asyncio.gather(*influx_tasks), timeout=left)
+            except TimeoutError:
+                log.warning("shutdown bound of %.0f s reached with %d points not written to "
+                            "InfluxDB (%s); their MQTT messages stay unacknowledged, so the "
+                            "broker redelivers them on the next start", bound,
+                            self.influx.backlog_points, "failing" if not self.influx.healthy
+                            else "slow")
             await self.influx.aclose_writer()
         if self.mqtt is not None:
             self.mqtt.stop()
         for t in self._tasks:
             t.cancel()
         await self._close_desk()
-        log.info("agent stopped")
+        self.notifier.close()
+        log.info("agent stopped in %.1f s (%d samples received)", time.monotonic() - t0,
+                 self.state.samples)
 
     async def _close_desk(self) -> None:
         if self.console is not None:
@@ -260,6 +291,8 @@ class Agent:
                 self._handle(SampleBatch.concat(batches) if batches else None)
             except Exception:
                 log.exception("processing failed; the batch's acks are withheld")
+            # from this loop and nowhere else: if it hangs or dies, systemd restarts the agent
+            self.watchdog.beat()
 
     def _handle(self, batch: SampleBatch | None) -> None:
         if batch is not None:
@@ -385,12 +418,26 @@ class Agent:
             doc["spool"] = spool.status()
         return doc
 
+    def _notify_status(self, doc: dict[str, object]) -> None:
+        """One line for `systemctl status gearwatch-agent`."""
+        if not self.notifier.enabled:
+            return
+        srcs = doc.get("sources")
+        sinks = doc.get("sinks")
+        parts = [f"{self.state.samples} samples, {len(self.state.events)} events"]
+        parts += [f"{s['name']} {s['state']}" for s in srcs if isinstance(s, dict)] \
+            if isinstance(srcs, list) else []
+        parts += [f"{s['name']} {s['state']} (backlog {s['backlog_points']})"
+                  for s in sinks if isinstance(s, dict)] if isinstance(sinks, list) else []
+        self.notifier.status(", ".join(parts))
+
     async def _report_status(self) -> None:
         path = status_path(self.cfg.agent.state_dir)
         warned = False
         while True:
             try:
                 doc = self.status_doc()
+                self._notify_status(doc)
                 await asyncio.to_thread(write_status, path, doc)
                 warned = False
             except OSError as e:
