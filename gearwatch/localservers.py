@@ -27,7 +27,7 @@ listener {port} 127.0.0.1
 allow_anonymous true
 persistence true
 persistence_location {dir}/
-autosave_interval 5
+autosave_interval {autosave}
 # QoS 1 messages the agent has not acknowledged yet (ack-after-persist): no small cap
 max_inflight_messages 0
 max_queued_messages 1000000
@@ -36,6 +36,9 @@ log_dest file {dir}/mosquitto.log
 log_type error
 log_type warning
 log_type notice
+# started as root, Mosquitto drops to the user `mosquitto`, which cannot write a private
+# temporary folder (persistence would silently fail); as another user this is ignored
+user {user}
 """
 
 INFLUXDB_CONF = """\
@@ -160,12 +163,15 @@ class LocalServer:
         self.stop()
 
 
-def mosquitto(base: Path, port: int | None = None) -> LocalServer:
+def mosquitto(base: Path, port: int | None = None, autosave_s: int = 5) -> LocalServer:
+    """`autosave_s`: how often sessions and queued messages are snapshotted to disk, which
+    bounds what a SIGKILLed broker forgets."""
     port = port or free_port()
     d = base / "mosquitto"
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port, dir=d))
+    conf.write_text(MOSQUITTO_CONF.format(port=port, dir=d, autosave=autosave_s,
+                                         user=getpass.getuser()))
     return LocalServer("mosquitto", port, d, [find_binary("mosquitto"), "-c", str(conf)])
 
 
