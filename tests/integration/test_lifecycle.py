@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.pipeline import ClassOutput
 from edge_agent.runner import AgentThread
 from gearwatch import localservers as ls
 from tests.helpers import agent_config
@@ -117,7 +118,7 @@ def test_watchdog_pings_come_from_the_processing_loop(
         release, entered = threading.Event(), threading.Event()
         advance = agent.pipeline.advance
 
-        def hung_advance() -> list[object]:
+        def hung_advance() -> list[ClassOutput]:
             entered.set()
             release.wait(30)
             return advance()
