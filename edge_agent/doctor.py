@@ -115,10 +115,12 @@ def _mqtt_connect(m: MqttSection, timeout: float) -> Iterator[Finding]:
         if m.username:
             client.username_pw_set(m.username, m.secret())
         if m.tls:
-            client.tls_set(ca_certs=m.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file, keyfile=m.key_file,
+                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_insecure_set(m.tls_insecure)
     except (ConfigError, OSError, ssl.SSLError) as e:
         yield Finding("mqtt", FAIL, f"cannot set up credentials/TLS: {e}",
-                      "check [mqtt] password_file and ca_file")
+                      "check [mqtt] password_file, ca_file, cert_file and key_file")
         return
     got: dict[str, int | str] = {}
     done = threading.Event()
