@@ -199,6 +199,33 @@ class ScoringSection(_Strict):
     seed: int = 42
 
 
+class ModelsSection(_Strict):
+    """Learned models (LSTM-AE bundles): where they come from and who may sign them."""
+
+    enabled: bool = True
+    registry_dir: str | None = Field(
+        None, description="folder of <asset_class>/<version>.gwb; default <state_dir>/models")
+    trusted_keys: list[str] = Field(
+        [], description="Ed25519 public keys (files or folders of *.pub) that may sign bundles")
+    mqtt_topic: str | None = Field(
+        "gearwatch/models/+", description="retained bundles from `gearwatch train publish`")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    stride: int = Field(1, ge=1, le=3600, description="score each asset every N rows")
+    watch_interval_s: float = Field(5.0, gt=0, le=3600,
+                                    description="how often the registry folder is re-read")
+    max_bundle_mb: int = Field(256, ge=1, le=4096)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N")
+
+    def registry(self, state_dir: str) -> str:
+        return self.registry_dir or f"{state_dir.rstrip('/')}/models"
+
+
 class EventsSection(_Strict):
     open_threshold: float = Field(4.0, gt=0)
     close_threshold: float = Field(2.5, ge=0)
@@ -406,6 +433,7 @@ class AgentConfig(_Strict):
     metrics: MetricsSection = MetricsSection()
     framer: FramerSection = FramerSection()
     scoring: ScoringSection = ScoringSection()
+    models: ModelsSection = ModelsSection()
     events: EventsSection = EventsSection()
     alerts: AlertsSection = AlertsSection()
     maintenance: list[MaintenanceConfig] = []

@@ -134,6 +134,15 @@ class AgentMetrics:
             "gearwatch_source_reconnects", "Connections (re)opened by a source", ["source"],
             registry=r,
         )
+        self.model_swaps = Counter(
+            "gearwatch_model_swaps", "Learned-model bundles installed (start, publish, rollback)",
+            ["asset_class"], registry=r,
+        )
+        self.models_refused = Counter(
+            "gearwatch_model_bundles_refused",
+            "Bundles refused (bad signature, hash, schema, archive); the running model stays",
+            ["asset_class", "reason"], registry=r,
+        )
         self.sparkplug_rebirths = Counter(
             "gearwatch_sparkplug_rebirth_requests", "Sparkplug B rebirth requests sent",
             ["source"], registry=r,

@@ -6,8 +6,11 @@ Everything here works on arrays of one asset class at a time.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +24,40 @@ from edge_agent.scoring.base import Scores
 from edge_agent.scoring.mahalanobis import MahalanobisScorer
 from edge_agent.scoring.river_scorer import RiverScorer
 from models.schema import AssetSchema
+
+if TYPE_CHECKING:
+    from models.ae_scorer import BatchedAEScorer
+    from models.bundle import Bundle
+
+# Fusion: both detectors give a calibrated surprise s = -log10 P(normal >= x).  The fused score
+# is the larger one, less log10(2) when both have a verdict: by Bonferroni P(max >= s) <= 2 *
+# 10**-s, so the fused score is itself a (conservative) surprise on the same scale, and one
+# threshold keeps meaning "this rare under normal operation" with one detector or two.  The
+# sensors to blame come from whichever detector scored higher.
+LOG10_2 = math.log10(2.0)
+
+
+def fuse(online: np.ndarray, online_shares: np.ndarray, ae: np.ndarray, ae_shares: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """(fused score, shares) per row; NaN only where neither detector has a verdict yet."""
+    both = np.isfinite(online) & np.isfinite(ae)
+    with np.errstate(invalid="ignore"):
+        fused = np.fmax(online, ae)
+        fused = np.where(both, np.maximum(fused - LOG10_2, 0.0), fused)
+        use_ae = np.isfinite(ae) & ~(online > ae)
+    shares = np.where(use_ae[:, None], ae_shares, online_shares)
+    return fused, shares
+
+
+def occurrence_rank(asset: np.ndarray) -> np.ndarray:
+    """For rows in time order: 0 for an asset's first row in the batch, 1 for its second..."""
+    order = np.argsort(asset, kind="stable")
+    a = asset[order]
+    start = np.r_[True, a[1:] != a[:-1]] if a.size else np.zeros(0, bool)
+    first = np.maximum.accumulate(np.where(start, np.arange(a.size), 0)) if a.size else a
+    rank = np.empty(a.size, np.int64)
+    rank[order] = np.arange(a.size) - first
+    return rank
 
 
 @dataclass(slots=True)
@@ -44,6 +81,54 @@ class ClassPipeline:
     learn_below: float = 2.5
     last_off_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     suppression: Suppression | None = None
+    ae: BatchedAEScorer | None = None  # the learned model, once a bundle is installed
+    base_schema: AssetSchema | None = None  # the configured schema (a bundle may add off rules)
+
+    def __post_init__(self) -> None:
+        if self.base_schema is None:
+            self.base_schema = self.schema
+
+    def install_model(self, bundle: Bundle, device: str = "auto", stride: int = 1) -> None:
+        """Swap in a verified bundle's model between two ticks, keeping the rows it needs."""
+        from models.ae_scorer import BatchedAEScorer
+
+        scorer = BatchedAEScorer.from_bundle(bundle, n_assets=len(self.members), device=device,
+                                             stride=stride)
+        if self.ae is not None:
+            # another window or sensor set: the new model fills its own windows
+            with contextlib.suppress(ValueError):
+                scorer.copy_windows_from(self.ae)
+        self.ae = scorer
+        self.events.model_version = bundle.version
+        base = self.base_schema or self.schema
+        self.schema = replace(base, off_condition=bundle.schema.off_condition
+                              or base.off_condition)
+
+    def _score_ae(self, rows: Rows, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Push the rows of running machines into the windows and score them, batched."""
+        ae = self.ae
+        assert ae is not None
+        n, s = len(rows), self.schema.n_sensors
+        score = np.full(n, np.nan)
+        shares = np.full((n, s), np.nan)
+        if off.any():  # a stop or planned work: start a fresh window when the machine runs
+            ae.reset(np.unique(rows.asset[off]))
+        idx = np.flatnonzero(~off)
+        if idx.size == 0:
+            return score, shares
+        rank = occurrence_rank(rows.asset[idx])
+        lut = np.full(len(self.members), -1, np.int64)
+        for r in range(int(rank.max()) + 1):  # one pass per row of an asset (1 when live)
+            sel = idx[rank == r]
+            a = rows.asset[sel]
+            ae.push(a, rows.values[sel])
+            out = ae.score(a)
+            if len(out):
+                lut[a] = sel
+                at = lut[out.idx]
+                score[at] = out.score
+                shares[at] = out.shares
+        return score, shares
 
     def _off(self, rows: Rows) -> np.ndarray:
         """Rows where the machine is off, or within the grace period after a restart."""
@@ -74,19 +159,26 @@ class ClassPipeline:
         if len(rows) == 0:
             return None
         sc = self.river.score(rows.asset, rows.values)
-        fused = sc.score
         off = self._off(rows)
         if self.suppression is not None:  # planned work, lost source: like "off"
             off = off | self.suppression.mask(self.events.ids, rows.asset, rows.ts_ns,
                                               rows.values)
+        scores = {"river": sc}
+        detail = {"river": sc.score}
+        fused, shares = sc.score, sc.shares
+        if self.ae is not None:
+            ae_score, ae_shares = self._score_ae(rows, off)
+            scores["ae"] = Scores(ae_score, ae_score, ae_shares)
+            detail["ae"] = ae_score
+            fused, shares = fuse(sc.score, sc.shares, ae_score, ae_shares)
         transitions, normal = self.events.step(
-            rows.asset, rows.ts_ns, fused, sc.shares, off, {"river": sc.score}
+            rows.asset, rows.ts_ns, fused, shares, off, detail
         )
         # learn only from rows that look normal: a slowly growing fault must not be absorbed
         with np.errstate(invalid="ignore"):
             normal &= ~(fused >= self.learn_below)
         self.river.learn(rows.asset, rows.values, normal, sc)
-        return ClassOutput(self.schema.asset_class, rows, {"river": sc}, fused, sc.shares,
+        return ClassOutput(self.schema.asset_class, rows, scores, fused, shares,
                            transitions, off)
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from edge_agent.desk import EventDesk
 from edge_agent.events import Event, Transition
 from edge_agent.feedback import MqttFeedback
 from edge_agent.metrics import AgentMetrics
+from edge_agent.model_manager import ModelManager
 from edge_agent.pipeline import ClassOutput, Pipeline
 from edge_agent.sinks import line_protocol as lp
 from edge_agent.sinks.alerts import MqttAlertChannel
@@ -125,6 +126,9 @@ class Agent:
                               influx.submit if influx is not None else None)
         self.desk.channels = make_channels(cfg.alerts, self.store, self.metrics)
         self.state.events.extend(self.desk.open_events())
+        # learned models: signed bundles from the registry folder or MQTT, hot-swapped (issue 4)
+        self.models = ModelManager(cfg, self.pipeline, self.metrics, self.store.audit)
+        self.desk.extra_models.append(self.models.describe)
         self.console: Console | None = None
         self.feedback: MqttFeedback | None = None
         self._stopping = asyncio.Event()
@@ -165,6 +169,11 @@ class Agent:
         for ch in self.desk.channels:
             self._tasks.append(asyncio.create_task(ch.run(), name=f"alerts-{ch.name}"))
         self._tasks.append(asyncio.create_task(self._refresh_offsets(), name="offsets"))
+        self.models.load_initial()
+        if self.models.enabled:
+            self._tasks.append(asyncio.create_task(self._watch_models(), name="models"))
+            if self.mqtt is not None and cfg.models.mqtt_topic:
+                self._subscribe_models(cfg.models.mqtt_topic)
         if self.mqtt is not None and cfg.feedback.enabled:
             topic = cfg.feedback.topic.format(site=cfg.agent.site)
             self.feedback = MqttFeedback(self.mqtt, topic, self.desk, self.reporter, self.loop)
@@ -181,8 +190,7 @@ class Agent:
         self._tasks.append(asyncio.create_task(self._process(), name="process"))
         self.metrics.start_time.set(self.started_at)
         for name in self.registry.classes:
-            self.metrics.model_info.labels(name, cfg.scoring.online_detector,
-                                           self._model_version(name)).set(1)
+            self.metrics.model_info.labels(name, cfg.scoring.online_detector, "online").set(1)
         if cfg.agent.status_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._report_status(), name="status"))
         log.info("agent running: %d assets in %d classes", len(self.registry),
@@ -260,6 +268,34 @@ class Agent:
                 ch._give_up(ch.queue.get_nowait(), "agent stopped before delivery", 0)
             await ch.aclose()
         self.store.close()
+
+    def _subscribe_models(self, topic: str) -> None:
+        """Retained bundles on the model topic: verified in paho's thread, installed on the loop."""
+        assert self.mqtt is not None and self.loop is not None
+        conn, loop, models = self.mqtt, self.loop, self.models
+
+        def on_message(client: Any, userdata: object, msg: Any) -> None:
+            blob, source = bytes(msg.payload), f"mqtt {msg.topic}"
+            if blob:  # an empty retained message clears the topic: nothing to install
+                loop.call_soon_threadsafe(models.offer_blob, blob, source)
+            if msg.qos > 0 and conn.cfg.qos == 1:
+                client.ack(msg.mid, msg.qos)  # the bundle is idempotent: a resend changes nothing
+
+        def subscribe(client: Any) -> None:
+            client.subscribe(topic, qos=1)
+
+        conn.client.message_callback_add(topic, on_message)
+        conn.add_on_connect(subscribe)
+        if conn.connected.is_set():
+            conn.client.subscribe(topic, qos=1)
+
+    async def _watch_models(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.models.watch_interval_s)
+            try:
+                self.models.poll()
+            except Exception:
+                log.exception("reading the model registry failed")
 
     async def _refresh_offsets(self) -> None:
         while True:

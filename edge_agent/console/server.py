@@ -84,6 +84,7 @@ class Console:
         r.add_post("/api/events/{id}/label", self.label)
         r.add_get("/api/audit", self.audit)
         r.add_get("/api/models", self.models)
+        r.add_post("/api/models/{asset_class}/rollback", self.rollback)
         r.add_get("/api/maintenance", self.maintenance)
         r.add_post("/api/maintenance", self.add_maintenance)
         r.add_delete("/api/maintenance/{id}", self.remove_maintenance)
@@ -243,6 +244,18 @@ class Console:
             raise DeskError(400, "window id must be a whole number") from None
         self.desk.remove_window(wid, who)
         return json_response({"removed": wid})
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        """Return an asset class to its previous model (token needed; audited)."""
+        from models.bundle import BundleError
+
+        who = self.require(request)
+        name = request.match_info["asset_class"]
+        try:
+            version = self.agent.models.rollback(name, who)
+        except BundleError as e:
+            raise DeskError(404 if "unknown asset class" in str(e) else 409, str(e)) from None
+        return json_response({"asset_class": name, "version": version})
 
     async def undo_threshold(self, request: web.Request) -> web.Response:
         who = self.require(request)
