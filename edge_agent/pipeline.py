@@ -49,17 +49,6 @@ def fuse(online: np.ndarray, online_shares: np.ndarray, ae: np.ndarray, ae_share
     return fused, shares
 
 
-def occurrence_rank(asset: np.ndarray) -> np.ndarray:
-    """For rows in time order: 0 for an asset's first row in the batch, 1 for its second..."""
-    order = np.argsort(asset, kind="stable")
-    a = asset[order]
-    start = np.r_[True, a[1:] != a[:-1]] if a.size else np.zeros(0, bool)
-    first = np.maximum.accumulate(np.where(start, np.arange(a.size), 0)) if a.size else a
-    rank = np.empty(a.size, np.int64)
-    rank[order] = np.arange(a.size) - first
-    return rank
-
-
 @dataclass(slots=True)
 class ClassOutput:
     asset_class: str
@@ -105,30 +94,14 @@ class ClassPipeline:
                               or base.off_condition)
 
     def _score_ae(self, rows: Rows, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Push the rows of running machines into the windows and score them, batched."""
+        """Push the rows of running machines into the windows and score them: every row of
+        the burst (several ticks per asset after a batched payload) in one batched forward."""
         ae = self.ae
         assert ae is not None
-        n, s = len(rows), self.schema.n_sensors
-        score = np.full(n, np.nan)
-        shares = np.full((n, s), np.nan)
         if off.any():  # a stop or planned work: start a fresh window when the machine runs
             ae.reset(np.unique(rows.asset[off]))
-        idx = np.flatnonzero(~off)
-        if idx.size == 0:
-            return score, shares
-        rank = occurrence_rank(rows.asset[idx])
-        lut = np.full(len(self.members), -1, np.int64)
-        for r in range(int(rank.max()) + 1):  # one pass per row of an asset (1 when live)
-            sel = idx[rank == r]
-            a = rows.asset[sel]
-            ae.push(a, rows.values[sel])
-            out = ae.score(a)
-            if len(out):
-                lut[a] = sel
-                at = lut[out.idx]
-                score[at] = out.score
-                shares[at] = out.shares
-        return score, shares
+        out = ae.score_rows(rows.asset, rows.values, skip=off)
+        return out.score, out.shares
 
     def _off(self, rows: Rows) -> np.ndarray:
         """Rows where the machine is off, or within the grace period after a restart."""

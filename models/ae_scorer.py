@@ -76,6 +76,8 @@ class BatchedAEScorer:
         self.max_batch = max_batch
         self._center = torch.from_numpy(normalizer.center).to(self.device)
         self._scale = torch.from_numpy(normalizer.scale).to(self.device)
+        self._center_np = np.asarray(normalizer.center, np.float32)
+        self._scale_np = np.asarray(normalizer.scale, np.float32)
         w, s = self.cfg.window, self.cfg.n_sensors
         self._buf = torch.full((n_assets, w, s), float("nan"), device=self.device)
         self._pos = np.zeros(n_assets, np.int64)  # slot the next row goes to
@@ -183,3 +185,90 @@ class BatchedAEScorer:
         self._pos[:n] = other._pos[:n]
         self._count[:n] = other._count[:n]
         self._since[:n] = other._since[:n]
+
+    def score_rows(self, local_idx: np.ndarray, rows: np.ndarray,
+                   skip: np.ndarray | None = None) -> AEScores:
+        """Push and score many rows at once: several rows per asset allowed, in time order.
+
+        This is what the agent calls with a framer's output (a burst of ticks per asset when a
+        batched payload lands): each row is scored against the window that ends at it, and all
+        of them go through one batched forward, not one forward per tick.  Rows in `skip`
+        (machine off) are neither pushed nor scored.  Returns scores aligned with `rows`
+        (`idx` = `local_idx`); rows whose window is not full yet have NaN.
+        """
+        idx = np.asarray(local_idx, np.int64)
+        n, s, w = idx.size, self.cfg.n_sensors, self.cfg.window
+        rows = np.asarray(rows, np.float32)
+        if rows.shape != (n, s):
+            raise ValueError(f"rows shape {rows.shape} != ({n}, {s} sensors)")
+        raw = np.full(n, np.nan)
+        err = np.full((n, s), np.nan)
+        use = np.ones(n, bool) if skip is None else ~np.asarray(skip, bool)
+        sel = np.flatnonzero(use)
+        if sel.size and (idx[sel].min() < 0 or idx[sel].max() >= self.n_assets):
+            raise IndexError(f"asset index out of range 0..{self.n_assets - 1}; resize first")
+        if sel.size and self.stride > 1:  # stride bookkeeping is per push: one tick at a time
+            return self._score_rows_by_tick(idx, rows, sel)
+        if sel.size:
+            a = idx[sel]
+            order = np.argsort(a, kind="stable")  # per asset, rows keep their time order
+            a_o = a[order]
+            uniq, first, counts = np.unique(a_o, return_index=True, return_counts=True)
+            rank = np.arange(a_o.size) - np.repeat(first, counts)
+            slot = np.repeat(np.arange(uniq.size), counts)
+            maxc = int(counts.max())
+            x = (rows[sel[order]] - self._center_np) / self._scale_np
+            new = torch.full((uniq.size, maxc, s), float("nan"), device=self.device)
+            t_slot = torch.from_numpy(slot).to(self.device)
+            t_rank = torch.from_numpy(rank).to(self.device)
+            new[t_slot, t_rank] = torch.from_numpy(x).to(self.device)
+            ext = torch.cat([self.windows(uniq), new], dim=1)  # (m, window + maxc, sensors)
+            filled = self._count[uniq][slot] + rank + 1
+            ready = filled >= w
+            # the new windows: the `window` rows ending at each ready row
+            r_slot, r_rank = t_slot[torch.from_numpy(ready).to(self.device)], t_rank[
+                torch.from_numpy(ready).to(self.device)]
+            steps = torch.arange(w, device=self.device)
+            win_t = r_rank[:, None] + 1 + steps[None, :]
+            k = int(ready.sum())
+            raws, errs = [], []
+            with torch.inference_mode():
+                for i in range(0, k, self.max_batch):
+                    win = ext[r_slot[i : i + self.max_batch, None], win_t[i : i + self.max_batch]]
+                    r, e = window_errors(self.model, win)
+                    raws.append(r.float().cpu().numpy())
+                    errs.append(e.float().cpu().numpy())
+            if k:
+                dest = sel[order][ready]
+                raw[dest] = np.concatenate(raws)
+                err[dest] = np.concatenate(errs)
+            # keep each asset's newest `window` rows, time-ordered from slot 0
+            last = torch.from_numpy(counts).to(self.device)[:, None] + steps[None, :]
+            t_uniq = torch.from_numpy(uniq).to(self.device)
+            self._buf[t_uniq] = ext[torch.arange(uniq.size, device=self.device)[:, None], last]
+            self._pos[uniq] = 0
+            self._count[uniq] = np.minimum(self._count[uniq] + counts, w)
+            self._since[uniq] = 0
+        score = self.calibrator.surprise(raw)
+        return AEScores(idx, raw, score, sensor_shares(err))
+
+    def _score_rows_by_tick(self, idx: np.ndarray, rows: np.ndarray, sel: np.ndarray
+                            ) -> AEScores:
+        n, s = idx.size, self.cfg.n_sensors
+        raw = np.full(n, np.nan)
+        err = np.full((n, s), np.nan)
+        a = idx[sel]
+        order = np.argsort(a, kind="stable")
+        _, first, counts = np.unique(a[order], return_index=True, return_counts=True)
+        rank = np.empty(sel.size, np.int64)
+        rank[order] = np.arange(sel.size) - np.repeat(first, counts)
+        for r in range(int(counts.max())):
+            rows_r = sel[rank == r]
+            self.push(idx[rows_r], rows[rows_r])
+            out = self.score(idx[rows_r])
+            pos = {int(v): j for j, v in enumerate(idx[rows_r])}
+            dest = np.array([rows_r[pos[int(v)]] for v in out.idx], np.int64)
+            if dest.size:
+                raw[dest] = out.raw
+                err[dest] = out.shares * out.raw[:, None]  # shares are what the caller reads
+        return AEScores(idx, raw, self.calibrator.surprise(raw), sensor_shares(err))

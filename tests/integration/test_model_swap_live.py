@@ -53,8 +53,8 @@ def test_publish_swaps_between_ticks_tampered_is_refused_rollback_returns(
         assert agent is not None
         v0 = agent.models.installed[CLS].version  # from the registry at start
         sim = threading.Thread(target=lambda: reports.append(publish_fleet(
-            "127.0.0.1", mosquitto.port, ["pump-1", "pump-2", "pump-3"], duration_s=2400,
-            site="test", speedup=150, seed=7, qos=1, stop=stop)))
+            "127.0.0.1", mosquitto.port, ["pump-1", "pump-2", "pump-3"], duration_s=1500,
+            site="test", speedup=100, seed=7, qos=1, stop=stop)))
         sim.start()
         try:
             wait_until(lambda: agent.state.rows >= 3 * 300, 60, "rows scored by the first model")
@@ -103,8 +103,8 @@ def test_publish_swaps_between_ticks_tampered_is_refused_rollback_returns(
         start = values[0][0] + 300 * 1_000_000_000
         ts = [v[0] for v in values if v[0] >= start]
         assert ts == list(range(start, ts[-1] + 1, 1_000_000_000)), f"{asset}: a gap in scores"
-        assert len(ts) >= 2000
-        assert sum(1 for v in values if v[2] is not None) >= 1500  # running rows the AE scored
+        assert len(ts) >= 1100
+        assert sum(1 for v in values if v[2] is not None) >= 800  # running rows the AE scored
     assert topic == f"gearwatch/models/{CLS}"
 
 

@@ -134,3 +134,46 @@ def test_auto_device_picks_cuda_when_available_mock_cuda(monkeypatch) -> None:
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         resolve_device("cuda")
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_score_rows_matches_one_tick_at_a_time(model, normalizer, calibrator, stride) -> None:
+    # bursts of several ticks per asset, interleaved, some assets skipped some ticks
+    series = raw_windows(4, 30, seed=5)
+    ref = _scorer(model, normalizer, calibrator, 4, stride=stride)
+    got = _scorer(model, normalizer, calibrator, 4, stride=stride)
+    want_raw: dict[tuple[int, int], float] = {}
+    got_raw: dict[tuple[int, int], float] = {}
+    t = 0
+    for burst in (3, 1, 7, 5, 9, 5):
+        ts = list(range(t, t + burst))
+        t += burst
+        assets = [a for a in range(4) if not (a == 2 and burst == 1)]
+        for k in ts:
+            ref.push(np.array(assets), series[assets, k])
+            out = ref.score(np.array(assets))
+            for a, r in zip(out.idx.tolist(), out.raw.tolist(), strict=True):
+                want_raw[(a, k)] = r
+        idx = np.array([a for k in ts for a in assets])
+        rows = np.stack([series[a, k] for k in ts for a in assets])
+        res = got.score_rows(idx, rows)
+        keys = [(a, k) for k in ts for a in assets]
+        for key, r in zip(keys, res.raw.tolist(), strict=True):
+            if np.isfinite(r):
+                got_raw[key] = r
+        assert res.score.shape == (idx.size,) and res.shares.shape == (idx.size, 3)
+    assert got_raw.keys() == want_raw.keys() and len(got_raw) > 20
+    np.testing.assert_allclose([got_raw[k] for k in want_raw], list(want_raw.values()),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_score_rows_skips_rows_of_a_machine_that_is_off(model, normalizer, calibrator) -> None:
+    sc = _scorer(model, normalizer, calibrator, 2)
+    series = raw_windows(2, 10, seed=1)
+    idx = np.repeat(np.arange(2)[None], 10, 0).ravel()
+    rows = series.transpose(1, 0, 2).reshape(-1, 3)
+    skip = idx == 1
+    out = sc.score_rows(idx, rows, skip=skip)
+    assert np.isnan(out.raw[skip]).all()
+    assert np.isfinite(out.raw[~skip][-3:]).all()  # window 8: rows 8..10 of asset 0 scored
+    assert sc._count.tolist() == [8, 0]

@@ -14,7 +14,7 @@ from edge_agent.batch import SampleBatch
 from edge_agent.config import AgentConfig, ConfigError, parse_config
 from edge_agent.metrics import AgentMetrics
 from edge_agent.model_manager import ModelManager, rollback_files
-from edge_agent.pipeline import Pipeline, fuse, occurrence_rank
+from edge_agent.pipeline import Pipeline, fuse
 from models.bundle import BundleError, generate_key, save_keypair, write_to_registry
 from simulators.faults import Fault
 from simulators.pump import PumpFleet
@@ -39,11 +39,6 @@ def test_fuse_is_one_scale() -> None:
     # blame from the detector that scored higher (the AE on ties)
     assert shares[0].tolist() == [1.0, 0.0] and shares[1].tolist() == [0.0, 1.0]
     assert shares[2].tolist() == [0.0, 1.0] and shares[4].tolist() == [0.0, 1.0]
-
-
-def test_occurrence_rank() -> None:
-    assert occurrence_rank(np.array([2, 0, 2, 1, 2, 0])).tolist() == [0, 0, 1, 0, 2, 1]
-    assert occurrence_rank(np.array([], np.int64)).tolist() == []
 
 
 @pytest.fixture(scope="module")
