@@ -112,6 +112,7 @@ class InfluxSection(_Strict):
     batch_points: int = Field(5000, ge=1)
     flush_interval_s: float = Field(0.25, gt=0, le=60)
     timeout_s: float = Field(10.0, gt=0)
+    max_backoff_s: float = Field(30.0, gt=0, le=3600, description="cap of the retry backoff")
     write_raw: bool = True
 
     @field_validator("url")

@@ -110,7 +110,8 @@ class Agent:
                                    cfg.influx.batch_points, self._agent_alert)
             self.influx = InfluxSink(make_writer(cfg.influx), self.metrics,
                                      cfg.influx.batch_points, cfg.influx.flush_interval_s,
-                                     spool=self.spool, replay_points_per_s=sp.replay_points_per_s,
+                                     cfg.influx.max_backoff_s, spool=self.spool,
+                                     replay_points_per_s=sp.replay_points_per_s,
                                      memory_points=sp.memory_points)
         # line-protocol prefixes per asset, computed once
         self._series = [

@@ -235,6 +235,7 @@ class Spool:
               on_commit: Callable[[list[Record], list[Ack]], None]) -> None:
         self._loop = loop
         self._on_commit = on_commit
+        self.dir.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
 
@@ -333,8 +334,7 @@ class Spool:
             self._count_drop("too_large", len(lines))
             return False
         if not self._make_room(len(frame), touched, records, ready):
-            self._count_drop(self.on_full if self.on_full != "block" else "block_overflow",
-                             len(lines))
+            self._count_drop("drop_newest", len(lines))  # what was given up, whatever the policy
             return False
         dir_dirty = False
         seg = self._active
@@ -395,15 +395,22 @@ class Spool:
         if self.on_full == "drop_oldest":
             self._start_episode()
             while True:
+                # records of this group are not in anyone's hands yet: they may go too
+                mine: dict[int, int] = {}
+                for r in records:
+                    mine[r.seg] = mine.get(r.seg, 0) + 1
                 with self._lock:
                     if self._used() + headroom <= self.max_bytes:
                         return True
                     victim = next((s for s in self.segments.values() if s.sealed
-                                   and s.pins == 0 and s is not self._active), None)
+                                   and s.pins == mine.get(s.no, 0) and s is not self._active),
+                                  None)
                     if victim is None:
                         return False  # everything is being read or sent: drop the new points
                     del self.segments[victim.no]
                     lost = victim.undelivered
+                records[:] = [r for r in records if r.seg != victim.no]
+                touched.pop(victim.no, None)
                 self._count_drop("drop_oldest", lost)
                 self._do_unlink([victim.path])
         # block: commit what this group wrote, then wait for deliveries to free space
@@ -581,7 +588,10 @@ class Spool:
         if seg.sealed and seg.pins == 0 and seg.delivered >= seg.points and \
                 seg is not self._active:
             del self.segments[seg.no]
-            self._unlink.append(seg.path)
+            if self._thread is not None and self._thread.is_alive():
+                self._unlink.append(seg.path)  # the writer deletes it, off the loop
+            else:
+                self._do_unlink([seg.path])
             self._maybe_end_episode()
             return True
         return False
