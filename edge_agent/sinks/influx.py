@@ -376,10 +376,11 @@ class InfluxSink:
     async def _write_split(self, body: bytes) -> bool:
         """Write in pieces of at most the size InfluxDB last accepted; False: stopped."""
         lines = body.split(b"\n")
-        if len(lines) <= self._write_cap:
+        cap = self._write_cap  # a 413 below may lower it meanwhile: these pieces are fixed
+        if len(lines) <= cap:
             return await self._write(body, len(lines))
-        for i in range(0, len(lines), self._write_cap):
-            part = lines[i:i + self._write_cap]
+        for i in range(0, len(lines), cap):
+            part = lines[i:i + cap]
             if not await self._write(b"\n".join(part), len(part)):
                 return False
         return True
@@ -424,8 +425,8 @@ class InfluxSink:
         if len(lines) == 1:
             self._dead_letter_line(body, e)
             return True
-        if e.status == 413 and self._write_cap > 1:
-            self._write_cap = max(1, min(self._write_cap, len(lines)) // 2)
+        if e.status == 413 and 1 < len(lines) <= self._write_cap:  # not a piece cut earlier
+            self._write_cap = max(1, len(lines) // 2)
             log.warning("InfluxDB: request too large (413) for %d points; writing at most %d "
                         "points per request from now on", len(lines), self._write_cap)
         mid = len(lines) // 2

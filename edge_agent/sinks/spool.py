@@ -263,6 +263,13 @@ class Spool:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        with self._lock:
+            if self._active is not None:  # sealed: deleted once the last live points are sent
+                seg, self._active = self._active, None
+                seg.size, seg.sealed = seg.written, True
+                self._maybe_delete(seg)
+            unlink, self._unlink = self._unlink, []
+        self._do_unlink(unlink)  # delivered segments the writer had no turn to delete
 
     def _run(self) -> None:
         while True:
@@ -308,16 +315,16 @@ class Spool:
         dir_dirty = False
         buf: list[str] = []
         buf_acks: list[Ack] = []  # acks of items with lines in buf: released once it is written
+        buf_bytes = 0
+        max_record = max(4096, self.segment_bytes // 4)  # records stay well inside a segment
         for lines, acks in items:
-            pos = 0
-            while pos < len(lines):
-                take = min(len(lines) - pos, self.record_points - len(buf))
-                buf.extend(lines[pos:pos + take])
-                pos += take
-                if len(buf) >= self.record_points:
+            for line in lines:
+                buf.append(line)
+                buf_bytes += len(line) + 1
+                if len(buf) >= self.record_points or buf_bytes >= max_record:
                     dir_dirty |= self._write_record(buf, touched, records, ready)
                     ready.extend(buf_acks)
-                    buf, buf_acks = [], []
+                    buf, buf_acks, buf_bytes = [], [], 0
             (buf_acks if buf else ready).extend(acks)
         if buf:
             dir_dirty |= self._write_record(buf, touched, records, ready)

@@ -153,7 +153,7 @@ def test_delivered_segments_are_deleted(tmp_path: Path) -> None:
     h = Harness(s, release="deliver")
     asyncio.run(run_spool(s, h, [lines(i * 30, i * 30 + 30) for i in range(20)]))
     segs = list((tmp_path / "spool").glob("*.seg"))
-    assert len(segs) == 1  # only the last (active) one is left
+    assert segs == []  # all delivered: even the last one, sealed at close
     assert s.undelivered_points == 0
 
 
