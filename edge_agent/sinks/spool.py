@@ -336,12 +336,13 @@ class Spool:
         body = "\n".join(lines).encode()
         now_ms = int(self.clock() * 1000)
         frame = encode_record(body, len(lines), now_ms)
-        self.points_appended += len(lines)
         if len(frame) + len(MAGIC) > self.max_bytes:
             self._count_drop("too_large", len(lines))
+            self.points_appended += len(lines)
             return False
         if not self._make_room(len(frame), touched, records, ready):
             self._count_drop("drop_newest", len(lines))  # what was given up, whatever the policy
+            self.points_appended += len(lines)
             return False
         dir_dirty = False
         seg = self._active
@@ -357,6 +358,7 @@ class Spool:
             seg.points += len(lines)
             seg.pins += 1  # in the sink's memory until it delivers or evicts it
             seg.first_ms = seg.first_ms or now_ms
+        self.points_appended += len(lines)  # counted once it is in the books (tests wait on it)
         touched[seg.no] = seg
         records.append(rec)
         return dir_dirty

@@ -135,8 +135,9 @@ def test_spool_full_drop_oldest_acts_and_says_so(
             rep = publish_fleet("127.0.0.1", mosquitto.port, ASSETS, duration_s=3000,
                                 site="test", speedup=0, seed=6, qos=1)
             wait_until(lambda: agent.state.samples >= rep.samples, 60, "the agent to take all")
+            spool = agent.spool
             wait_until(lambda: agent.influx is not None and agent.influx.points_submitted
-                       == agent.spool.points_appended, 30, "the spool to take all")
+                       == spool.points_appended, 30, "the spool to take all")
             st = agent.spool.status()
             dropped = st["dropped_points"].get("drop_oldest", 0)
             assert dropped > 0 and st["full"] and st["bytes"] <= 1 << 20, st

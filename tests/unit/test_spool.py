@@ -301,7 +301,7 @@ def test_bad_points_are_bisected_out_and_dead_lettered() -> None:
     sink = InfluxSink(w, AgentMetrics(), batch_points=500, flush_interval_s=0.01,
                       dead_letter=lambda *a: dl.append(a))
     good = lines(0, 300)
-    batch = good[:100] + ['m,k=v f="bad" 5'] + good[100:250] + ['m,k=v f="bad" 7'] + good[250:]
+    batch = [*good[:100], 'm,k=v f="bad" 5', *good[100:250], 'm,k=v f="bad" 7', *good[250:]]
 
     async def main() -> None:
         task = asyncio.create_task(sink.run())
