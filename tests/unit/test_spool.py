@@ -370,3 +370,15 @@ def test_spool_config_sizes_and_errors() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config({**ASSETS, "spool": {"max_bytes": "lots"}})
     assert "spool.max_bytes" in str(e.value) and "2GiB" in str(e.value)
+
+
+def test_agent_status_shows_spool_depth() -> None:
+    from edge_agent.status import format_spool
+
+    line = format_spool({"dir": "/var/lib/gearwatch/spool", "bytes": 250_000_000,
+                         "max_bytes": 1_000_000_000, "segments": 15, "points": 1_200_000,
+                         "oldest_age_s": 3600.0, "on_full": "drop_oldest", "full": False,
+                         "blocked": False, "dropped_points": {}})
+    assert "1200000 points waiting in 15 segments" in line
+    assert "250.0 MB of 1000.0 MB (25%)" in line and "oldest 3600 s" in line
+    assert "dropped: none" in line
