@@ -158,6 +158,7 @@ class InfluxSection(_Strict):
     batch_points: int = Field(5000, ge=1)
     flush_interval_s: float = Field(0.25, gt=0, le=60)
     timeout_s: float = Field(10.0, gt=0)
+    max_backoff_s: float = Field(30.0, gt=0, le=3600, description="cap of the retry backoff")
     write_raw: bool = True
 
     @field_validator("url")
@@ -172,6 +173,61 @@ class InfluxSection(_Strict):
 
     def token_secret(self) -> str | None:
         return read_secret(self.token, self.token_env, self.token_file, "influx.token")
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+               "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_size(v: object) -> object:
+    """`1073741824`, `"1GiB"`, `"512 MB"` -> bytes; anything else is left to pydantic."""
+    if not isinstance(v, str):
+        return v
+    s = v.strip().lower().replace(" ", "").replace("_", "")
+    num = s.rstrip("kmgtib")
+    unit = s[len(num):]
+    if unit not in _SIZE_UNITS or not num:
+        raise ValueError(f"not a size: {v!r}; write bytes or e.g. '512MiB', '2GiB', '1GB'")
+    try:
+        return int(float(num) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise ValueError(f"not a size: {v!r}; write bytes or e.g. '512MiB', '2GiB'") from None
+
+
+class SpoolSection(_Strict):
+    """The durable store-and-forward between the agent and InfluxDB (edge_agent/sinks/spool.py).
+
+    MQTT QoS 1 messages are acknowledged once their points are in the spool (fsync'd), so an
+    InfluxDB outage is held here, not in the broker; `max_bytes` bounds it and `on_full` says
+    what gives when an outage outlasts it.
+    """
+
+    enabled: bool = True
+    dir: str | None = Field(None, description="default: <agent.state_dir>/spool")
+    max_bytes: int = Field(1 << 30, ge=1 << 20, description="bytes on disk, all segments")
+    segment_bytes: int = Field(16 << 20, ge=64 << 10, description="one segment file")
+    on_full: Literal["drop_oldest", "drop_newest", "block"] = "drop_oldest"
+    replay_points_per_s: float = Field(20_000.0, gt=0, description="backlog replay rate")
+    memory_points: int = Field(50_000, ge=1, description="newest points sent from memory")
+    fsync: bool = True
+    alert_topic: str | None = "gearwatch/{site}/agent/alerts"
+
+    @field_validator("max_bytes", "segment_bytes", mode="before")
+    @classmethod
+    def _size(cls, v: object) -> object:
+        return parse_size(v)
+
+    @model_validator(mode="after")
+    def _room_for_segments(self) -> SpoolSection:
+        if self.max_bytes < 4 * self.segment_bytes:
+            raise ValueError(
+                f"max_bytes ({self.max_bytes}) must be at least 4 x segment_bytes "
+                f"({self.segment_bytes}) so the oldest segment can be dropped or delivered "
+                "while others fill: raise spool.max_bytes or lower spool.segment_bytes")
+        return self
+
+    def path(self, state_dir: str) -> Path:
+        return Path(self.dir) if self.dir else Path(state_dir) / "spool"
 
 
 class MetricsSection(_Strict):
@@ -430,6 +486,7 @@ class AgentConfig(_Strict):
     agent: AgentSection = AgentSection()
     mqtt: MqttSection = MqttSection()
     influx: InfluxSection = InfluxSection()
+    spool: SpoolSection = SpoolSection()
     metrics: MetricsSection = MetricsSection()
     framer: FramerSection = FramerSection()
     scoring: ScoringSection = ScoringSection()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from edge_agent.assets import AssetRegistry
 from edge_agent.bad_input import BadInputReporter
@@ -36,6 +37,7 @@ from edge_agent.sinks import line_protocol as lp
 from edge_agent.sinks.alerts import MqttAlertChannel
 from edge_agent.sinks.channels import make_channels
 from edge_agent.sinks.influx import InfluxSink, make_writer
+from edge_agent.sinks.spool import Spool
 from edge_agent.sources.modbus import ModbusSource
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.mqtt_connection import MqttConnection
@@ -106,9 +108,18 @@ class Agent:
             for p in cfg.serial
         ]
         self.influx: InfluxSink | None = None
+        self.spool: Spool | None = None  # durable store-and-forward in front of InfluxDB
         if cfg.influx.enabled:
+            sp = cfg.spool
+            if sp.enabled:
+                self.spool = Spool(sp.path(cfg.agent.state_dir), self.metrics, sp.max_bytes,
+                                   sp.segment_bytes, sp.on_full, sp.fsync,
+                                   cfg.influx.batch_points, self._agent_alert)
             self.influx = InfluxSink(make_writer(cfg.influx), self.metrics,
-                                     cfg.influx.batch_points, cfg.influx.flush_interval_s)
+                                     cfg.influx.batch_points, cfg.influx.flush_interval_s,
+                                     cfg.influx.max_backoff_s, spool=self.spool,
+                                     replay_points_per_s=sp.replay_points_per_s,
+                                     memory_points=sp.memory_points)
         # line-protocol prefixes per asset, computed once
         self._series = [
             f"telemetry,asset={lp.tag(i.asset_id)},asset_class={lp.tag(i.schema.asset_class)}"
@@ -122,6 +133,8 @@ class Agent:
         # events desk: rules, persistence, alert channels, labels, console (issue 5)
         self.store = Store(cfg.agent.state_dir)
         influx = self.influx
+        if influx is not None:
+            influx.dead_letter = self.store.sink_dead_letter
         self.desk = EventDesk(cfg, self.pipeline, self.registry, self.metrics, self.store,
                               influx.submit if influx is not None else None)
         self.desk.channels = make_channels(cfg.alerts, self.store, self.metrics)
@@ -163,6 +176,7 @@ class Agent:
         if cfg.metrics.enabled:
             self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
         if self.influx is not None:
+            await self.influx.start()  # the spool recovers the last run's backlog first
             self._tasks.append(asyncio.create_task(self.influx.run(), name="influx"))
         for src in self.sources:
             src.attach(self.emit)
@@ -205,6 +219,16 @@ class Agent:
     def stop(self) -> None:
         self._stopping.set()
 
+    def _agent_alert(self, doc: dict[str, object]) -> None:
+        """An alert about the agent itself (the spool is full / has room again), on MQTT;
+        called from the spool's writer thread (paho's publish is thread-safe)."""
+        topic = self.cfg.spool.alert_topic
+        if self.mqtt is None or not topic:
+            return
+        doc = {"site": self.cfg.agent.site, **doc}
+        self.mqtt.publish(topic.format(site=self.cfg.agent.site), orjson.dumps(doc), qos=1)
+        self.metrics.alerts_sent.labels("mqtt_agent", str(doc.get("kind"))).inc()
+
     def on_source_state(self, device: str, state: str) -> None:
         """A polled device, serial port or Sparkplug node went "lost" or is back ("ok").
 
@@ -238,17 +262,22 @@ class Agent:
         self._drain_queue()
         # 3. flush the sinks; their acks go out while the MQTT connection is still up
         if self.influx is not None:
-            await self.influx.close()
+            await self.influx.close()  # the spool writes and fsyncs what is pending, then acks
             influx_tasks = [t for t in self._tasks if t.get_name() == "influx"]
             left = max(bound - (time.monotonic() - t0), 0.1)
-            try:
-                await asyncio.wait_for(asyncio.gather(*influx_tasks), timeout=left)
+            try:  # with the spool the data is on disk already: only a short wait for sends
+                await asyncio.wait_for(asyncio.gather(*influx_tasks),
+                                       timeout=min(left, self.influx.close_grace_s))
             except TimeoutError:
-                log.warning("shutdown bound of %.0f s reached with %d points not written to "
-                            "InfluxDB (%s); their MQTT messages stay unacknowledged, so the "
-                            "broker redelivers them on the next start", bound,
-                            self.influx.backlog_points, "failing" if not self.influx.healthy
-                            else "slow")
+                if self.spool is not None:
+                    log.info("%d points not yet in InfluxDB stay in the spool on disk; they are "
+                             "sent at the next start", self.influx.backlog_points)
+                else:
+                    log.warning("shutdown bound of %.0f s reached with %d points not written to "
+                                "InfluxDB (%s); their MQTT messages stay unacknowledged, so the "
+                                "broker redelivers them on the next start", bound,
+                                self.influx.backlog_points, "failing" if not self.influx.healthy
+                                else "slow")
             await self.influx.aclose_writer()
         if self.mqtt is not None:
             self.mqtt.stop()

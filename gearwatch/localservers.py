@@ -56,7 +56,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   enabled = true
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
-  max-body-size = 0
+  max-body-size = {max_body_size}
   auth-enabled = {auth}
 [monitor]
   store-enabled = false
@@ -176,16 +176,18 @@ def mosquitto(base: Path, port: int | None = None, autosave_s: int = 5) -> Local
 
 
 def influxdb(base: Path, port: int | None = None, auth: bool = False,
-             name: str = "influxdb") -> LocalServer:
+             name: str = "influxdb", max_body_size: int = 0) -> LocalServer:
     """InfluxDB 1.x; with `auth` the HTTP API needs credentials (create the first admin with
-    `CREATE USER ... WITH ALL PRIVILEGES`, which 1.x allows unauthenticated while none exists)."""
+    `CREATE USER ... WITH ALL PRIVILEGES`, which 1.x allows unauthenticated while none exists).
+    `max_body_size` (bytes, 0 = no limit): larger writes are answered 413."""
     port = port or free_port()
     rpc = free_port()
     d = base / name
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "influxdb.conf"
     conf.write_text(INFLUXDB_CONF.format(port=port, rpc_port=rpc, dir=d,
-                                         auth="true" if auth else "false"))
+                                         auth="true" if auth else "false",
+                                         max_body_size=max_body_size))
     return LocalServer("influxd", port, d, [find_binary("influxd"), "-config", str(conf)],
                        extra={"rpc_port": rpc})
 
