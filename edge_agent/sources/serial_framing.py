@@ -165,8 +165,9 @@ class SerialDecoder:
         self.cfg = cfg
         self.splitter = LineSplitter(cfg.eol, cfg.max_line_bytes)
         known = {n for schema in registry.classes.values() for n in schema.sensor_names}
-        known |= {*cfg.sensor_map, *cfg.ignore_fields, cfg.asset_field, cfg.timestamp_field}
-        self.parser = LineParser(cfg, frozenset(k for k in known if k))
+        known |= {*cfg.sensor_map, *cfg.ignore_fields,
+                  *(f for f in (cfg.asset_field, cfg.timestamp_field) if f)}
+        self.parser = LineParser(cfg, frozenset(known))
         unit = cfg.timestamp if cfg.timestamp_field else "receive"
         self.ctx = DecodeContext(registry, timestamp=unit, now_ns=now_ns)
         self.skip = {*cfg.ignore_fields, *(f for f in (cfg.asset_field, cfg.timestamp_field) if f)}
