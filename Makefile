@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bootstrap system-deps clean bench
+.PHONY: demo test lint typecheck pytest bootstrap system-deps clean bench fuzz
 
 demo: bootstrap
 	$(BIN)/gearwatch demo
@@ -34,6 +34,14 @@ pytest:
 
 bench: bootstrap
 	$(BIN)/python tests/bench/run_all.py
+
+# Long fuzzing of every decoder of outside bytes (tests/fuzz): about FUZZ_EXAMPLES examples per
+# target (heavy targets fewer), at low priority; prints the examples run per target.
+FUZZ_EXAMPLES ?= 20000
+FUZZ_TARGETS ?= tests/fuzz
+fuzz: $(STAMP)
+	GEARWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) nice -n 10 $(BIN)/python -m pytest -q \
+		-p no:cacheprovider -o timeout=0 $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache
