@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from hypothesis import given
 from hypothesis import strategies as st
 
