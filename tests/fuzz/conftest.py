@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -41,6 +40,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for name, n in sorted(counts.items()):
         terminalreporter.write_line(f"{n:>9}  {name}")
     terminalreporter.write_line(f"{sum(counts.values()):>9}  total")
-    out = os.environ.get("GEARWATCH_FUZZ_REPORT")
-    if out:
-        Path(out).write_text(json.dumps(dict(sorted(counts.items())), indent=1) + "\n")
+    if os.environ.get("GEARWATCH_FUZZ_REPORT"):
+        support.write_report()

@@ -4,8 +4,10 @@ output must satisfy, and strategies for mostly-valid inputs with one thing wrong
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,6 +30,7 @@ SCHEMA = CENTRIFUGAL_PUMP
 SENSORS = SCHEMA.sensor_names
 ASSETS = ("pump-1", "pump-2")
 COUNTS: Counter[str] = Counter()
+_REPORT: dict[str, Any] = {"path": os.environ.get("GEARWATCH_FUZZ_REPORT", ""), "at": 0.0}
 
 # every reason a decoder may give (the metric label vocabulary); a new one must be added here
 REASONS = frozenset({
@@ -63,9 +66,18 @@ def counted(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         COUNTS[name] += 1
+        if _REPORT["path"] and time.monotonic() - float(_REPORT["at"]) > 5:
+            write_report()  # every few seconds: a run stopped by a time limit still reports
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def write_report() -> None:
+    _REPORT["at"] = time.monotonic()
+    with open(str(_REPORT["path"]), "w") as f:
+        json.dump(dict(sorted(COUNTS.items())), f, indent=1)
+        f.write("\n")
 
 
 def registry() -> AssetRegistry:
