@@ -178,8 +178,8 @@ def test_feedback_messages_are_applied_or_rejected_with_a_reason(
 
 def test_regression_console_inputs_of_the_wrong_type(client: httpx.Client) -> None:
     """A non-UTF-8 token and a `channel` that is not a string answered 500 (plain text)."""
-    for headers, content in (({"Authorization": b"Bearer \xff\xfe"}, b"{}"),
-                             ({"Authorization": b"Bearer " + TOKEN.encode()},
+    for headers, content in (({b"Authorization": b"Bearer \xff\xfe"}, b"{}"),
+                             ({b"Authorization": b"Bearer " + TOKEN.encode()},
                               b'{"channel": ["a"]}')):
         r = client.post("/api/deadletters/resend", headers=headers, content=content)
         assert r.status_code in (400, 401) and r.json()["error"]

@@ -138,7 +138,8 @@ def topic_of(asset: str | None) -> str:
 def row(draw: st.DrawFn, unit: str) -> Any:
     """One sample-set object, or (rarely) something that is not one."""
     if draw(st.integers(0, 15)) == 0:
-        return draw(st.one_of(st.integers(), st.text(max_size=4), st.just([]), st.none()))
+        return draw(st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=4), st.just([]),
+                              st.none()))
     doc: dict[str, Any] = {}
     if draw(st.booleans()):
         doc["asset"] = draw(asset_field)
