@@ -35,13 +35,11 @@ pytest:
 bench: bootstrap
 	$(BIN)/python tests/bench/run_all.py
 
-# Long fuzzing of every decoder of outside bytes (tests/fuzz): about FUZZ_EXAMPLES examples per
-# target (heavy targets fewer), at low priority; prints the examples run per target.
-FUZZ_EXAMPLES ?= 20000
-FUZZ_TARGETS ?= tests/fuzz
+# Long fuzzing of every decoder of outside bytes (tests/fuzz): each target for up to
+# FUZZ_SECONDS at low priority; prints the examples run per target (FUZZ_K: pytest -k).
+FUZZ_SECONDS ?= 60
 fuzz: $(STAMP)
-	GEARWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) nice -n 10 $(BIN)/python -m pytest -q \
-		-p no:cacheprovider -o timeout=0 $(FUZZ_TARGETS)
+	$(BIN)/python tests/fuzz/run_long.py --seconds $(FUZZ_SECONDS) $(if $(FUZZ_K),-k $(FUZZ_K))
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache
