@@ -425,6 +425,8 @@ def peek_manifest(blob: bytes) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(members[MANIFEST])
     except (ValueError, RecursionError) as e:
         raise CorruptBundle(f"manifest.json is not JSON ({e})") from e
+    if not isinstance(out, dict):
+        raise CorruptBundle("manifest.json is not a JSON object")
     return out
 
 

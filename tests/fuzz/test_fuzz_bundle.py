@@ -225,3 +225,5 @@ def test_regression_signed_junk_weights_or_null_manifest_is_a_bundle_error() -> 
         members[MANIFEST] = doc
         members[SIGNATURE] = sign(doc, KEY)
         refused(pack(members))
+    with pytest.raises(BundleError):  # (write_to_registry names the file from it)
+        peek_manifest(pack({**members, MANIFEST: b"null", SIGNATURE: sign(b"null", KEY)}))
