@@ -50,11 +50,16 @@ def main() -> int:
                 log, _ = proc.communicate(timeout=args.seconds)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGINT)  # time is up: stop it, keep what it counted
-                log, _ = proc.communicate()
+                try:
+                    log, _ = proc.communicate(timeout=10)
+                except subprocess.TimeoutExpired:  # (a shrink or a C call may ignore SIGINT)
+                    proc.kill()
+                    log, _ = proc.communicate()
+                log = log.replace("KeyboardInterrupt", "stopped at the time limit")
             text = Path(rep.name).read_text()
             n = sum(json.loads(text).values()) if text.strip() else 0
         counts[node] = n
-        bad = " FAILED" in log or "Falsifying example" in log
+        bad = "Falsifying example" in log or "\nFAILED " in log
         if bad:
             failed.append(node)
             print(log[-4000:])
