@@ -623,4 +623,10 @@ def load_config(path: str | Path) -> AgentConfig:
         ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: values nested too deeply to read") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
     return parse_config(data)

@@ -35,7 +35,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # a header's non-UTF-8 bytes arrive as surrogates: hashed as the bytes they were
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -267,6 +268,8 @@ class Console:
 
         who = self.require(request)
         doc = await self.body(request)
+        if not isinstance(doc.get("channel"), str | None):
+            raise DeskError(400, "channel must be a channel's name (a string)")
         channels = {c.name: c for c in self.desk.channels}
         n = 0
         for r in self.desk.store.dead_letters(doc.get("channel")):
