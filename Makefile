@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bootstrap system-deps clean bench bench-e2e
+.PHONY: demo test lint typecheck pytest bootstrap system-deps clean bench bench-e2e fuzz
 
 demo: bootstrap
 	$(BIN)/gearwatch demo
@@ -39,6 +39,12 @@ bench: bootstrap
 # BENCH_ARGS=--quick for a 2-minute run; see tests/bench/bench_e2e.py --help
 bench-e2e: bootstrap
 	$(BIN)/python tests/bench/bench_e2e.py $(BENCH_ARGS)
+
+# Long fuzzing of every decoder of outside bytes (tests/fuzz): each target for up to
+# FUZZ_SECONDS at low priority; prints the examples run per target (FUZZ_K: pytest -k).
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz/run_long.py --seconds $(FUZZ_SECONDS) $(if $(FUZZ_K),-k $(FUZZ_K))
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache

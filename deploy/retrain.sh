@@ -64,7 +64,13 @@ for cls in $classes; do
       "${eval_args[@]}" --out "$d/candidate"; then
     say "$cls: evaluating the candidate failed; the running model stays"; failed=1; continue
   fi
-  running="$(ls -1 "$registry/$cls"/*.gwb 2>/dev/null | sort | tail -n1 || true)"
+  # the running model: what ACTIVE names (rollbacks pin it), else the newest bundle
+  running=""
+  if [ -s "$registry/$cls/ACTIVE" ]; then
+    running="$registry/$cls/$(tr -d '[:space:]' < "$registry/$cls/ACTIVE").gwb"
+    [ -f "$running" ] || running=""
+  fi
+  [ -n "$running" ] || running="$(ls -1 "$registry/$cls"/*.gwb 2>/dev/null | sort | tail -n1 || true)"
   gate=("$PY" -m gearwatch.retrain_gate "$d/candidate/metrics.json"
         --tolerance "${RETRAIN_F1_TOLERANCE:-0}")
   if [ -n "$running" ]; then

@@ -24,6 +24,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT, then stop within `agent.shutdown_timeout_s` and exit 0.
+
+    A watchdog thread bounds the stop even if something in it hangs (exit 1 then), so
+    systemd never has to SIGKILL the agent mid-flush.
+    """
+    import logging
+    import os
+    import threading
+
     from edge_agent.logs import setup_logging
     from edge_agent.service import Agent
 
@@ -33,12 +42,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.config}: {e}", file=sys.stderr)
         return 2
     setup_logging(cfg.agent.log_level, cfg.agent.log_json)
-    agent = Agent(cfg)
+    log = logging.getLogger("gearwatch.agent")
+    try:
+        agent = Agent(cfg)
+    except ConfigError as e:
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
+    bound = cfg.agent.shutdown_timeout_s
+    signals: list[int] = []
+
+    def hard_exit() -> None:
+        log.error("stop did not finish within %.0f s; exiting without a full flush "
+                  "(unacknowledged MQTT messages are redelivered on the next start)", bound + 5)
+        logging.shutdown()
+        os._exit(1)
+
+    def on_signal(sig: signal.Signals) -> None:
+        signals.append(sig)
+        if len(signals) > 1:
+            log.warning("%s again: exiting now, without flushing", sig.name)
+            logging.shutdown()
+            os._exit(128 + sig)
+        log.info("%s received: stopping within %.0f s", sig.name, bound)
+        timer = threading.Timer(bound + 5, hard_exit)
+        timer.daemon = True
+        timer.start()
+        agent.stop()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.stop)
+            loop.add_signal_handler(sig, on_signal, sig)
         await agent.run()
 
     asyncio.run(main())
@@ -79,6 +113,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if staleness(doc)[1] else 0
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Point the class's ACTIVE model back at the previous version; the agent follows."""
+    from edge_agent.model_manager import rollback_files
+    from models.bundle import BundleError
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
+    root = cfg.models.registry(cfg.agent.state_dir)
+    classes = args.asset_class or list(cfg.schemas())
+    done = 0
+    for name in classes:
+        try:
+            old, new = rollback_files(root, name, args.to)
+        except BundleError as e:
+            if args.asset_class:
+                print(f"gearwatch agent rollback: {e}", file=sys.stderr)
+                return 2
+            continue
+        print(f"{name}: {old} -> {new} (the running agent installs it within "
+              f"{cfg.models.watch_interval_s:g} s; the next start uses it too)")
+        done += 1
+    if not done:
+        print(f"gearwatch agent rollback: no asset class has a previous model in {root}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("agent", help="run the edge agent")
     asub = p.add_subparsers(dest="agent_command", metavar="ACTION")
@@ -93,4 +158,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--state-dir", help="read STATE_DIR/status.json instead of the config's")
     s.add_argument("--json", action="store_true", help="print the raw status document")
     s.set_defaults(func=cmd_status)
+    rb = asub.add_parser("rollback", help="return an asset class to its previous model version")
+    rb.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    rb.add_argument("--class", dest="asset_class", action="append",
+                    help="asset class (repeatable; default: every class with a previous model)")
+    rb.add_argument("--to", help="a specific version from the registry instead of the previous")
+    rb.set_defaults(func=cmd_rollback)
     p.set_defaults(func=lambda a: (p.print_help(file=sys.stderr), 2)[1])

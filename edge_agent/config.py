@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,9 @@ class AgentSection(_Strict):
     log_json: bool = False
     status_interval_s: float = Field(5.0, ge=0, le=3600,
                                      description="write state_dir/status.json; 0 = never")
+    # SIGTERM/SIGINT: stop inputs, flush sinks, exit 0 within this bound (keep it below the
+    # unit's TimeoutStopSec, or systemd SIGKILLs the agent mid-flush)
+    shutdown_timeout_s: float = Field(20.0, gt=0, le=600)
 
 
 class MqttSection(_Strict):
@@ -60,7 +64,10 @@ class MqttSection(_Strict):
     password_env: str = "GEARWATCH_MQTT_PASSWORD"
     password_file: str | None = None
     tls: bool = False
-    ca_file: str | None = None
+    ca_file: str | None = None  # PEM CA that signed the broker's certificate (else system CAs)
+    cert_file: str | None = None  # client certificate (PEM) for mutual TLS, with key_file
+    key_file: str | None = None  # its private key (PEM, unencrypted, mode 0600)
+    tls_insecure: bool = False  # skip the broker hostname check (testing only)
     keepalive_s: int = Field(30, ge=5, le=3600)
     qos: Literal[0, 1] = 1
     session_expiry_s: int = Field(3600, ge=0)
@@ -88,6 +95,45 @@ class MqttSection(_Strict):
             raise ValueError("must contain '{asset}', e.g. 'plant/{site}/{asset}/telemetry'")
         return v
 
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttSection:
+        """TLS material is checked at `agent check`, not at the first reconnect at 3 a.m."""
+        if not self.tls:
+            for key in ("ca_file", "cert_file", "key_file"):
+                if getattr(self, key):
+                    raise ValueError(f"mqtt.{key} is set but mqtt.tls is false; set tls = true "
+                                     f"(the broker's TLS port is usually 8883) or remove {key}")
+            if self.tls_insecure:
+                raise ValueError("mqtt.tls_insecure = true without tls = true means nothing; "
+                                 "remove it")
+            return self
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("mqtt.cert_file and mqtt.key_file go together (mutual TLS); "
+                             "set both or neither")
+        what = {"ca_file": "the CA certificate (PEM) that signed the broker's certificate",
+                "cert_file": "this agent's client certificate (PEM)",
+                "key_file": "the client certificate's private key (PEM)"}
+        for key, desc in what.items():
+            path = getattr(self, key)
+            if path is not None and not os.access(path, os.R_OK):
+                why = "not found" if not os.path.exists(path) else "not readable by this user"
+                raise ValueError(f"mqtt.{key}: {path!r} is {why}; point it at {desc}")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            if self.ca_file:
+                ctx.load_verify_locations(cafile=self.ca_file)
+        except ssl.SSLError as e:
+            raise ValueError(f"mqtt.ca_file: {self.ca_file!r} holds no PEM certificate ({e}); "
+                             "point it at the CA certificate, e.g. ca.crt") from None
+        try:
+            if self.cert_file and self.key_file:
+                ctx.load_cert_chain(self.cert_file, self.key_file, password=lambda: b"")
+        except ssl.SSLError as e:
+            raise ValueError(f"mqtt.cert_file/key_file: cannot load the client certificate and "
+                             f"key ({e}); they must be PEM, match each other, and the key must "
+                             "not be encrypted") from None
+        return self
+
     def secret(self) -> str | None:
         return read_secret(self.password, self.password_env, self.password_file, "mqtt.password")
 
@@ -112,6 +158,7 @@ class InfluxSection(_Strict):
     batch_points: int = Field(5000, ge=1)
     flush_interval_s: float = Field(0.25, gt=0, le=60)
     timeout_s: float = Field(10.0, gt=0)
+    max_backoff_s: float = Field(30.0, gt=0, le=3600, description="cap of the retry backoff")
     write_raw: bool = True
 
     @field_validator("url")
@@ -126,6 +173,61 @@ class InfluxSection(_Strict):
 
     def token_secret(self) -> str | None:
         return read_secret(self.token, self.token_env, self.token_file, "influx.token")
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+               "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_size(v: object) -> object:
+    """`1073741824`, `"1GiB"`, `"512 MB"` -> bytes; anything else is left to pydantic."""
+    if not isinstance(v, str):
+        return v
+    s = v.strip().lower().replace(" ", "").replace("_", "")
+    num = s.rstrip("kmgtib")
+    unit = s[len(num):]
+    if unit not in _SIZE_UNITS or not num:
+        raise ValueError(f"not a size: {v!r}; write bytes or e.g. '512MiB', '2GiB', '1GB'")
+    try:
+        return int(float(num) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise ValueError(f"not a size: {v!r}; write bytes or e.g. '512MiB', '2GiB'") from None
+
+
+class SpoolSection(_Strict):
+    """The durable store-and-forward between the agent and InfluxDB (edge_agent/sinks/spool.py).
+
+    MQTT QoS 1 messages are acknowledged once their points are in the spool (fsync'd), so an
+    InfluxDB outage is held here, not in the broker; `max_bytes` bounds it and `on_full` says
+    what gives when an outage outlasts it.
+    """
+
+    enabled: bool = True
+    dir: str | None = Field(None, description="default: <agent.state_dir>/spool")
+    max_bytes: int = Field(1 << 30, ge=1 << 20, description="bytes on disk, all segments")
+    segment_bytes: int = Field(16 << 20, ge=64 << 10, description="one segment file")
+    on_full: Literal["drop_oldest", "drop_newest", "block"] = "drop_oldest"
+    replay_points_per_s: float = Field(20_000.0, gt=0, description="backlog replay rate")
+    memory_points: int = Field(50_000, ge=1, description="newest points sent from memory")
+    fsync: bool = True
+    alert_topic: str | None = "gearwatch/{site}/agent/alerts"
+
+    @field_validator("max_bytes", "segment_bytes", mode="before")
+    @classmethod
+    def _size(cls, v: object) -> object:
+        return parse_size(v)
+
+    @model_validator(mode="after")
+    def _room_for_segments(self) -> SpoolSection:
+        if self.max_bytes < 4 * self.segment_bytes:
+            raise ValueError(
+                f"max_bytes ({self.max_bytes}) must be at least 4 x segment_bytes "
+                f"({self.segment_bytes}) so the oldest segment can be dropped or delivered "
+                "while others fill: raise spool.max_bytes or lower spool.segment_bytes")
+        return self
+
+    def path(self, state_dir: str) -> Path:
+        return Path(self.dir) if self.dir else Path(state_dir) / "spool"
 
 
 class MetricsSection(_Strict):
@@ -151,6 +253,33 @@ class ScoringSection(_Strict):
     warmup_rows: int = Field(1800, ge=10, description="rows learned before any score is made")
     calibration_rows: int = Field(1800, ge=20, description="rows scored to fit the calibration")
     seed: int = 42
+
+
+class ModelsSection(_Strict):
+    """Learned models (LSTM-AE bundles): where they come from and who may sign them."""
+
+    enabled: bool = True
+    registry_dir: str | None = Field(
+        None, description="folder of <asset_class>/<version>.gwb; default <state_dir>/models")
+    trusted_keys: list[str] = Field(
+        [], description="Ed25519 public keys (files or folders of *.pub) that may sign bundles")
+    mqtt_topic: str | None = Field(
+        "gearwatch/models/+", description="retained bundles from `gearwatch train publish`")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    stride: int = Field(1, ge=1, le=3600, description="score each asset every N rows")
+    watch_interval_s: float = Field(5.0, gt=0, le=3600,
+                                    description="how often the registry folder is re-read")
+    max_bundle_mb: int = Field(256, ge=1, le=4096)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N")
+
+    def registry(self, state_dir: str) -> str:
+        return self.registry_dir or f"{state_dir.rstrip('/')}/models"
 
 
 class EventsSection(_Strict):
@@ -357,9 +486,11 @@ class AgentConfig(_Strict):
     agent: AgentSection = AgentSection()
     mqtt: MqttSection = MqttSection()
     influx: InfluxSection = InfluxSection()
+    spool: SpoolSection = SpoolSection()
     metrics: MetricsSection = MetricsSection()
     framer: FramerSection = FramerSection()
     scoring: ScoringSection = ScoringSection()
+    models: ModelsSection = ModelsSection()
     events: EventsSection = EventsSection()
     alerts: AlertsSection = AlertsSection()
     maintenance: list[MaintenanceConfig] = []
@@ -492,4 +623,10 @@ def load_config(path: str | Path) -> AgentConfig:
         ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: values nested too deeply to read") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
     return parse_config(data)

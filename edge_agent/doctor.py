@@ -115,10 +115,12 @@ def _mqtt_connect(m: MqttSection, timeout: float) -> Iterator[Finding]:
         if m.username:
             client.username_pw_set(m.username, m.secret())
         if m.tls:
-            client.tls_set(ca_certs=m.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file, keyfile=m.key_file,
+                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_insecure_set(m.tls_insecure)
     except (ConfigError, OSError, ssl.SSLError) as e:
         yield Finding("mqtt", FAIL, f"cannot set up credentials/TLS: {e}",
-                      "check [mqtt] password_file and ca_file")
+                      "check [mqtt] password_file, ca_file, cert_file and key_file")
         return
     got: dict[str, int | str] = {}
     done = threading.Event()
@@ -415,13 +417,20 @@ def check_bundles(cfg: AgentConfig, models_dir: Path | None = None,
     (the config file's folder/keys): a bundle that fails here is one the agent refuses."""
     from models.bundle import BundleError, load_bundle, load_trusted_keys
 
-    models = models_dir or Path(cfg.agent.state_dir) / "models"
+    models = models_dir or Path(cfg.models.registry(cfg.agent.state_dir))
     bundles = sorted(models.glob("*/*.gwb")) if models.is_dir() else []
     if not bundles:
         yield Finding("models", OK, f"no model bundles in {models} (online detector only)")
         return
-    keys_at = keys_dir or _KEYS_DIR
-    keys = load_trusted_keys([keys_at]) if keys_at.is_dir() else {}
+    # the keys the agent trusts (models.trusted_keys), else --trusted-keys / the config's keys/
+    configured = [Path(p) for p in cfg.models.trusted_keys if Path(p).exists()]
+    keys_at = keys_dir or (configured[0] if configured and _KEYS_DIR_DEFAULTED else _KEYS_DIR)
+    try:
+        keys = (load_trusted_keys(configured) if configured and keys_dir is None
+                and _KEYS_DIR_DEFAULTED else
+                load_trusted_keys([keys_at]) if keys_at.exists() else {})
+    except (OSError, ValueError, BundleError):
+        keys = {}
     if not keys:
         yield Finding("models", FAIL, f"{len(bundles)} bundle(s) in {models} but no trusted "
                       f"public key in {keys_at}",
@@ -445,6 +454,7 @@ def check_bundles(cfg: AgentConfig, models_dir: Path | None = None,
 
 
 _KEYS_DIR = Path("/etc/gearwatch/keys")
+_KEYS_DIR_DEFAULTED = True  # no --trusted-keys: the config's models.trusted_keys win
 
 
 CHECKS: list[tuple[str, Check]] = [
@@ -471,8 +481,9 @@ def run_checks(cfg: AgentConfig, only: list[str] | None = None) -> list[Finding]
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    global _KEYS_DIR
+    global _KEYS_DIR, _KEYS_DIR_DEFAULTED
     _KEYS_DIR = Path(args.trusted_keys) if args.trusted_keys else Path(args.config).parent / "keys"
+    _KEYS_DIR_DEFAULTED = not args.trusted_keys
     try:
         cfg = load_config(args.config)
     except ConfigError as e:

@@ -134,10 +134,51 @@ class AgentMetrics:
             "gearwatch_source_reconnects", "Connections (re)opened by a source", ["source"],
             registry=r,
         )
+        self.model_swaps = Counter(
+            "gearwatch_model_swaps", "Learned-model bundles installed (start, publish, rollback)",
+            ["asset_class"], registry=r,
+        )
+        self.models_refused = Counter(
+            "gearwatch_model_bundles_refused",
+            "Bundles refused (bad signature, hash, schema, archive); the running model stays",
+            ["asset_class", "reason"], registry=r,
+        )
         self.sparkplug_rebirths = Counter(
             "gearwatch_sparkplug_rebirth_requests", "Sparkplug B rebirth requests sent",
             ["source"], registry=r,
         )
+
+        # the durable spool between the agent and InfluxDB (issue 6)
+        self.spool_bytes = Gauge("gearwatch_spool_bytes", "Bytes of spool segments on disk",
+                                 registry=r)
+        self.spool_max_bytes = Gauge("gearwatch_spool_max_bytes", "Configured spool.max_bytes",
+                                     registry=r)
+        self.spool_points = Gauge(
+            "gearwatch_spool_points", "Points in the spool not yet delivered to the sink",
+            registry=r)
+        self.spool_segments = Gauge("gearwatch_spool_segments", "Spool segment files",
+                                    registry=r)
+        self.spool_oldest_age = Gauge(
+            "gearwatch_spool_oldest_record_age_seconds",
+            "Age of the oldest spool segment still holding undelivered points (0 = none)",
+            registry=r)
+        self.spool_full = Gauge(
+            "gearwatch_spool_full", "1 while the spool is full and on_full acts", registry=r)
+        self.spool_dropped = Counter(
+            "gearwatch_spool_dropped_points",
+            "Points given up by the spool: drop_oldest, drop_newest, block_overflow, corrupt",
+            ["reason"], registry=r)
+        self.spool_replayed = Counter(
+            "gearwatch_spool_replayed_points",
+            "Points read back from spool segments on disk and delivered", registry=r)
+        self.spool_commit = Histogram(
+            "gearwatch_spool_commit_seconds",
+            "One group commit: write and fsync of a processing batch's points",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.sink_dead_letters = Counter(
+            "gearwatch_sink_dead_letter_points",
+            "Points a sink rejected as bad (4xx), kept in the SQLite dead-letter table",
+            ["sink"], registry=r)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

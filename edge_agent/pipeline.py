@@ -6,8 +6,11 @@ Everything here works on arrays of one asset class at a time.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,8 +26,28 @@ from edge_agent.scoring.mahalanobis import MahalanobisScorer
 from edge_agent.scoring.river_scorer import RiverScorer
 from models.schema import AssetSchema
 
-if TYPE_CHECKING:  # torch is imported only where a bundle is loaded
+if TYPE_CHECKING:
     from models.ae_scorer import BatchedAEScorer
+    from models.bundle import Bundle
+
+# Fusion: both detectors give a calibrated surprise s = -log10 P(normal >= x).  The fused score
+# is the larger one, less log10(2) when both have a verdict: by Bonferroni P(max >= s) <= 2 *
+# 10**-s, so the fused score is itself a (conservative) surprise on the same scale, and one
+# threshold keeps meaning "this rare under normal operation" with one detector or two.  The
+# sensors to blame come from whichever detector scored higher.
+LOG10_2 = math.log10(2.0)
+
+
+def fuse(online: np.ndarray, online_shares: np.ndarray, ae: np.ndarray, ae_shares: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """(fused score, shares) per row; NaN only where neither detector has a verdict yet."""
+    both = np.isfinite(online) & np.isfinite(ae)
+    with np.errstate(invalid="ignore"):
+        fused = np.fmax(online, ae)
+        fused = np.where(both, np.maximum(fused - LOG10_2, 0.0), fused)
+        use_ae = np.isfinite(ae) & ~(online > ae)
+    shares = np.where(use_ae[:, None], ae_shares, online_shares)
+    return fused, shares
 
 
 @dataclass(slots=True)
@@ -59,7 +82,51 @@ class ClassPipeline:
     learn_below: float = 2.5
     last_off_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     suppression: Suppression | None = None
-    ae: BatchedAEScorer | None = None  # the class's LSTM-AE, when a bundle is loaded
+    ae: BatchedAEScorer | None = None  # the learned model, once a bundle is installed
+    base_schema: AssetSchema | None = None  # the configured schema (a bundle may add off rules)
+    # held while scoring (the agent scores in a worker thread): a model swap waits for it
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.base_schema is None:
+            self.base_schema = self.schema
+
+    def install_model(self, bundle: Bundle, device: str = "auto", stride: int = 1) -> None:
+        """Swap in a verified bundle's model between two ticks, keeping the rows it needs."""
+        import torch
+
+        from models.ae_scorer import BatchedAEScorer
+
+        scorer = BatchedAEScorer.from_bundle(bundle, n_assets=len(self.members), device=device,
+                                             stride=stride)
+        if scorer.device.type == "cpu":
+            # one intra-op thread: the MQTT and event-loop threads need a core too, and
+            # OpenMP's barriers collapse when a sibling core is busy (2 cores under load:
+            # 2 threads 765 windows/s at batch 64, 1 thread 7,300)
+            torch.set_num_threads(1)
+        with self.lock:
+            self._swap_in(scorer, bundle)
+
+    def _swap_in(self, scorer: BatchedAEScorer, bundle: Bundle) -> None:
+        if self.ae is not None:
+            # another window or sensor set: the new model fills its own windows
+            with contextlib.suppress(ValueError):
+                scorer.copy_windows_from(self.ae)
+        self.ae = scorer
+        self.events.model_version = bundle.version
+        base = self.base_schema or self.schema
+        self.schema = replace(base, off_condition=bundle.schema.off_condition
+                              or base.off_condition)
+
+    def _score_ae(self, rows: Rows, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Push the rows of running machines into the windows and score them: every row of
+        the burst (several ticks per asset after a batched payload) in one batched forward."""
+        ae = self.ae
+        assert ae is not None
+        if off.any():  # a stop or planned work: start a fresh window when the machine runs
+            ae.reset(np.unique(rows.asset[off]))
+        out = ae.score_rows(rows.asset, rows.values, skip=off)
+        return out.score, out.shares
 
     def _off(self, rows: Rows) -> np.ndarray:
         """Rows where the machine is off, or within the grace period after a restart."""
@@ -90,29 +157,24 @@ class ClassPipeline:
         return None if sc is None else self.finish(sc)
 
     def score(self, wall_ns: int) -> Scored | None:
-        """Frame and score (no event state is touched: this half may run off the loop)."""
-        rows = self.framer.advance(wall_ns)
-        if len(rows) == 0:
-            return None
-        machine_off = self._off(rows)
-        off = machine_off
-        if self.suppression is not None:  # planned work, lost source: like "off"
-            off = off | self.suppression.mask(self.events.ids, rows.asset, rows.ts_ns,
-                                              rows.values)
-        sc = self.river.score(rows.asset, rows.values)
-        scores = {"river": sc}
-        fused, shares = sc.score, sc.shares
-        if self.ae is not None:
-            # every row of the burst through one batched forward; off rows are not pushed
-            a = self.ae.score_rows(rows.asset, rows.values, skip=machine_off)
-            ae = Scores(a.raw, a.score, a.shares)
-            scores["ae"] = ae
-            # both scores are on one calibrated scale: the more surprised detector speaks
-            with np.errstate(invalid="ignore"):
-                by_ae = (ae.score > sc.score) | (np.isnan(sc.score) & ~np.isnan(ae.score))
-            fused = np.where(by_ae, ae.score, sc.score)
-            shares = np.where(by_ae[:, None], ae.shares, sc.shares)
-        return Scored(rows, scores, fused, shares, off)
+        """Frame and score; no event state is touched, so this half may run off the loop
+        (`install_model` waits for it: `lock`)."""
+        with self.lock:
+            rows = self.framer.advance(wall_ns)
+            if len(rows) == 0:
+                return None
+            sc = self.river.score(rows.asset, rows.values)
+            off = self._off(rows)
+            if self.suppression is not None:  # planned work, lost source: like "off"
+                off = off | self.suppression.mask(self.events.ids, rows.asset, rows.ts_ns,
+                                                  rows.values)
+            scores = {"river": sc}
+            fused, shares = sc.score, sc.shares
+            if self.ae is not None:
+                ae_score, ae_shares = self._score_ae(rows, off)
+                scores["ae"] = Scores(ae_score, ae_score, ae_shares)
+                fused, shares = fuse(sc.score, sc.shares, ae_score, ae_shares)
+            return Scored(rows, scores, fused, shares, off)
 
     def finish(self, s: Scored) -> ClassOutput:
         """Events, then learning from the rows that look normal (in order, after `score`)."""
@@ -166,32 +228,6 @@ class Pipeline:
                 suppression=p.suppression,
             )
         return p
-
-    def attach_ae(self, asset_class: str, scorer: BatchedAEScorer, version: str,
-                  cpu_threads: int | None = 1) -> None:
-        """Score `asset_class` with an LSTM-AE too (one scorer for all its assets, local order);
-        the hook the model registry uses once a verified bundle is loaded.
-
-        On the CPU the forward pass gets `cpu_threads` intra-op threads (process-wide; None
-        leaves torch's default, one per core): the agent's MQTT and event-loop threads need a
-        core too, and OpenMP's barriers collapse when a sibling core is busy (measured on 2
-        cores under load: 2 threads 765 windows/s at batch 64, 1 thread 7,300).
-        """
-        cp = self.classes[asset_class]
-        if cpu_threads is not None and scorer.device.type == "cpu":
-            import torch
-
-            torch.set_num_threads(cpu_threads)
-        if scorer.cfg.n_sensors != cp.schema.n_sensors:
-            raise ValueError(f"model has {scorer.cfg.n_sensors} sensors, class "
-                             f"{asset_class} has {cp.schema.n_sensors}")
-        if scorer.n_assets != len(cp.members):
-            scorer.resize(len(cp.members))
-        if cp.ae is not None and (cp.ae.cfg.window, cp.ae.cfg.n_sensors) == (
-                scorer.cfg.window, scorer.cfg.n_sensors):
-            scorer.copy_windows_from(cp.ae)
-        cp.ae = scorer
-        cp.events.model_version = version
 
     def ingest(self, batch: SampleBatch, wall_ns: int | None = None) -> None:
         if len(batch) == 0:

@@ -3,6 +3,11 @@
 Data flows one way.  Sources (threads or tasks) emit batches into one queue; a single
 processing task drains it, frames, scores and tracks events, and hands the results to sinks,
 which never call back upstream.  A timer also advances the framer so quiet assets keep ticking.
+
+Under systemd (`Type=notify`) the agent says READY=1 once running, and the processing task
+pings the watchdog from its own iteration, so a hung or dead processing loop gets the agent
+restarted.  `stop()` (SIGTERM) stops the inputs, flushes what is queued to the sinks and
+returns within `agent.shutdown_timeout_s`.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from edge_agent.assets import AssetRegistry
 from edge_agent.bad_input import BadInputReporter
@@ -26,16 +32,19 @@ from edge_agent.desk import EventDesk
 from edge_agent.events import Event, Transition
 from edge_agent.feedback import MqttFeedback
 from edge_agent.metrics import AgentMetrics
+from edge_agent.model_manager import ModelManager
 from edge_agent.pipeline import ClassOutput, Pipeline, Scored
 from edge_agent.sinks import line_protocol as lp
 from edge_agent.sinks.alerts import MqttAlertChannel
 from edge_agent.sinks.channels import make_channels
 from edge_agent.sinks.influx import InfluxSink, make_writer
+from edge_agent.sinks.spool import Spool
 from edge_agent.sources.modbus import ModbusSource
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.mqtt_connection import MqttConnection
 from edge_agent.sources.payloads import DecodeContext
 from edge_agent.store import Store
+from edge_agent.systemd_notify import Notifier, Watchdog
 
 if TYPE_CHECKING:
     from edge_agent.console.server import Console
@@ -100,9 +109,18 @@ class Agent:
             for p in cfg.serial
         ]
         self.influx: InfluxSink | None = None
+        self.spool: Spool | None = None  # durable store-and-forward in front of InfluxDB
         if cfg.influx.enabled:
+            sp = cfg.spool
+            if sp.enabled:
+                self.spool = Spool(sp.path(cfg.agent.state_dir), self.metrics, sp.max_bytes,
+                                   sp.segment_bytes, sp.on_full, sp.fsync,
+                                   cfg.influx.batch_points, self._agent_alert)
             self.influx = InfluxSink(make_writer(cfg.influx), self.metrics,
-                                     cfg.influx.batch_points, cfg.influx.flush_interval_s)
+                                     cfg.influx.batch_points, cfg.influx.flush_interval_s,
+                                     cfg.influx.max_backoff_s, spool=self.spool,
+                                     replay_points_per_s=sp.replay_points_per_s,
+                                     memory_points=sp.memory_points)
         # line-protocol prefixes per asset, computed once
         self._series = [
             f"telemetry,asset={lp.tag(i.asset_id)},asset_class={lp.tag(i.schema.asset_class)}"
@@ -116,10 +134,15 @@ class Agent:
         # events desk: rules, persistence, alert channels, labels, console (issue 5)
         self.store = Store(cfg.agent.state_dir)
         influx = self.influx
+        if influx is not None:
+            influx.dead_letter = self.store.sink_dead_letter
         self.desk = EventDesk(cfg, self.pipeline, self.registry, self.metrics, self.store,
                               influx.submit if influx is not None else None)
         self.desk.channels = make_channels(cfg.alerts, self.store, self.metrics)
         self.state.events.extend(self.desk.open_events())
+        # learned models: signed bundles from the registry folder or MQTT, hot-swapped (issue 4)
+        self.models = ModelManager(cfg, self.pipeline, self.metrics, self.store.audit)
+        self.desk.extra_models.append(self.models.describe)
         self.console: Console | None = None
         self.feedback: MqttFeedback | None = None
         self._stopping = asyncio.Event()
@@ -129,6 +152,8 @@ class Agent:
         self._last_rx = np.zeros(len(self.registry))  # wall-clock s of each asset's last sample
         # framing, scoring and raw line protocol run here, off the event loop (see _process)
         self._scoring = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="scoring")
+        self.notifier = Notifier()
+        self.watchdog = Watchdog(self.notifier)
 
     # -- hooks for sources that know when they lose a device (Modbus, serial) ---------------------
     def source_lost(self, asset_ids: list[str]) -> None:
@@ -154,12 +179,18 @@ class Agent:
         if cfg.metrics.enabled:
             self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
         if self.influx is not None:
+            await self.influx.start()  # the spool recovers the last run's backlog first
             self._tasks.append(asyncio.create_task(self.influx.run(), name="influx"))
         for src in self.sources:
             src.attach(self.emit)
         for ch in self.desk.channels:
             self._tasks.append(asyncio.create_task(ch.run(), name=f"alerts-{ch.name}"))
         self._tasks.append(asyncio.create_task(self._refresh_offsets(), name="offsets"))
+        self.models.load_initial()
+        if self.models.enabled:
+            self._tasks.append(asyncio.create_task(self._watch_models(), name="models"))
+            if self.mqtt is not None and cfg.models.mqtt_topic:
+                self._subscribe_models(cfg.models.mqtt_topic)
         if self.mqtt is not None and cfg.feedback.enabled:
             topic = cfg.feedback.topic.format(site=cfg.agent.site)
             self.feedback = MqttFeedback(self.mqtt, topic, self.desk, self.reporter, self.loop)
@@ -176,18 +207,30 @@ class Agent:
         self._tasks.append(asyncio.create_task(self._process(), name="process"))
         self.metrics.start_time.set(self.started_at)
         for name in self.registry.classes:
-            self.metrics.model_info.labels(name, cfg.scoring.online_detector,
-                                           self._model_version(name)).set(1)
+            self.metrics.model_info.labels(name, cfg.scoring.online_detector, "online").set(1)
         if cfg.agent.status_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._report_status(), name="status"))
         log.info("agent running: %d assets in %d classes", len(self.registry),
                  len(self.registry.classes))
         self.ready.set()
+        if self.notifier.ready(f"running: {len(self.registry)} assets"):
+            log.info("told systemd READY=1 (watchdog ping every %s s from the processing loop)",
+                     self.watchdog.interval)
         await self._stopping.wait()
         await self._shutdown()
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _agent_alert(self, doc: dict[str, object]) -> None:
+        """An alert about the agent itself (the spool is full / has room again), on MQTT;
+        called from the spool's writer thread (paho's publish is thread-safe)."""
+        topic = self.cfg.spool.alert_topic
+        if self.mqtt is None or not topic:
+            return
+        doc = {"site": self.cfg.agent.site, **doc}
+        self.mqtt.publish(topic.format(site=self.cfg.agent.site), orjson.dumps(doc), qos=1)
+        self.metrics.alerts_sent.labels("mqtt_agent", str(doc.get("kind"))).inc()
 
     def on_source_state(self, device: str, state: str) -> None:
         """A polled device, serial port or Sparkplug node went "lost" or is back ("ok").
@@ -205,25 +248,49 @@ class Agent:
             (self.source_lost if state == "lost" else self.source_recovered)(assets)
 
     async def _shutdown(self) -> None:
-        proc = [t for t in self._tasks if t.get_name() == "process"]
-        for t in proc:
+        """Inputs off, queue processed, sinks flushed (acks sent), within the bound."""
+        t0 = time.monotonic()
+        bound = self.cfg.agent.shutdown_timeout_s
+        self.notifier.stopping("stopping: flushing sinks")
+        log.info("stopping: inputs off, flushing what is queued (at most %.0f s)", bound)
+        # 1. no new input; what arrives from now on is not acknowledged, so it is redelivered
+        for src in self.sources:
+            src.detach()
+        inputs = {inp.name for inp in self.inputs}
+        stop_first = [t for t in self._tasks if t.get_name() in inputs | {"process"}]
+        for t in stop_first:
             t.cancel()
-        await asyncio.gather(*proc, return_exceptions=True)  # its batch in flight is delivered
-        # what is already queued is processed, so its samples are written before we exit
+        await asyncio.gather(*stop_first, return_exceptions=True)
+        # 2. what is already queued is processed, so its samples are written before we exit
         self._drain_queue()
+        # 3. flush the sinks; their acks go out while the MQTT connection is still up
         self._scoring.shutdown(wait=False)
         if self.influx is not None:
-            await self.influx.close()
+            await self.influx.close()  # the spool writes and fsyncs what is pending, then acks
             influx_tasks = [t for t in self._tasks if t.get_name() == "influx"]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*influx_tasks), timeout=10)
+            left = max(bound - (time.monotonic() - t0), 0.1)
+            try:  # with the spool the data is on disk already: only a short wait for sends
+                await asyncio.wait_for(asyncio.gather(*influx_tasks),
+                                       timeout=min(left, self.influx.close_grace_s))
+            except TimeoutError:
+                if self.spool is not None:
+                    log.info("%d points not yet in InfluxDB stay in the spool on disk; they are "
+                             "sent at the next start", self.influx.backlog_points)
+                else:
+                    log.warning("shutdown bound of %.0f s reached with %d points not written to "
+                                "InfluxDB (%s); their MQTT messages stay unacknowledged, so the "
+                                "broker redelivers them on the next start", bound,
+                                self.influx.backlog_points, "failing" if not self.influx.healthy
+                                else "slow")
             await self.influx.aclose_writer()
         if self.mqtt is not None:
             self.mqtt.stop()
         for t in self._tasks:
             t.cancel()
         await self._close_desk()
-        log.info("agent stopped")
+        self.notifier.close()
+        log.info("agent stopped in %.1f s (%d samples received)", time.monotonic() - t0,
+                 self.state.samples)
 
     async def _close_desk(self) -> None:
         if self.console is not None:
@@ -234,6 +301,34 @@ class Agent:
                 ch._give_up(ch.queue.get_nowait(), "agent stopped before delivery", 0)
             await ch.aclose()
         self.store.close()
+
+    def _subscribe_models(self, topic: str) -> None:
+        """Retained bundles on the model topic: verified in paho's thread, installed on the loop."""
+        assert self.mqtt is not None and self.loop is not None
+        conn, loop, models = self.mqtt, self.loop, self.models
+
+        def on_message(client: Any, userdata: object, msg: Any) -> None:
+            blob, source = bytes(msg.payload), f"mqtt {msg.topic}"
+            if blob:  # an empty retained message clears the topic: nothing to install
+                loop.call_soon_threadsafe(models.offer_blob, blob, source)
+            if msg.qos > 0 and conn.cfg.qos == 1:
+                client.ack(msg.mid, msg.qos)  # the bundle is idempotent: a resend changes nothing
+
+        def subscribe(client: Any) -> None:
+            client.subscribe(topic, qos=1)
+
+        conn.client.message_callback_add(topic, on_message)
+        conn.add_on_connect(subscribe)
+        if conn.connected.is_set():
+            conn.client.subscribe(topic, qos=1)
+
+    async def _watch_models(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.models.watch_interval_s)
+            try:
+                self.models.poll()
+            except Exception:
+                log.exception("reading the model registry failed")
 
     async def _refresh_offsets(self) -> None:
         while True:
@@ -267,6 +362,8 @@ class Agent:
                 raise
             except Exception:
                 log.exception("processing failed; the batch's acks are withheld")
+            # from this loop and nowhere else: if it hangs or dies, systemd restarts the agent
+            self.watchdog.beat()
 
     async def _handle_async(self, batch: SampleBatch | None) -> None:
         """`_handle` with its CPU-heavy half in the scoring thread: the event loop stays free
@@ -422,12 +519,26 @@ class Agent:
             doc["spool"] = spool.status()
         return doc
 
+    def _notify_status(self, doc: dict[str, object]) -> None:
+        """One line for `systemctl status gearwatch-agent`."""
+        if not self.notifier.enabled:
+            return
+        srcs = doc.get("sources")
+        sinks = doc.get("sinks")
+        parts = [f"{self.state.samples} samples, {len(self.state.events)} events"]
+        parts += [f"{s['name']} {s['state']}" for s in srcs if isinstance(s, dict)] \
+            if isinstance(srcs, list) else []
+        parts += [f"{s['name']} {s['state']} (backlog {s['backlog_points']})"
+                  for s in sinks if isinstance(s, dict)] if isinstance(sinks, list) else []
+        self.notifier.status(", ".join(parts))
+
     async def _report_status(self) -> None:
         path = status_path(self.cfg.agent.state_dir)
         warned = False
         while True:
             try:
                 doc = self.status_doc()
+                self._notify_status(doc)
                 await asyncio.to_thread(write_status, path, doc)
                 warned = False
             except OSError as e:

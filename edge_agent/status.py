@@ -81,6 +81,24 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{d / 3600:.1f} h ago"
 
 
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def format_spool(sp: dict[str, Any]) -> str:
+    """One line: depth, fill, age of the oldest undelivered point, the policy and its drops."""
+    used, cap = float(sp.get("bytes", 0)), float(sp.get("max_bytes", 0)) or 1.0
+    age = sp.get("oldest_age_s")
+    state = "BLOCKED (not acknowledging)" if sp.get("blocked") else (
+        "FULL" if sp.get("full") else "ok")
+    dropped = sp.get("dropped_points") or {}
+    drops = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
+    return (f"spool: {state}, {sp.get('points', 0)} points waiting in {sp.get('segments', 0)} "
+            f"segments, {_mb(used)} of {_mb(cap)} ({used / cap:.0%}), oldest "
+            f"{'-' if age is None else f'{age:.0f} s'}; on_full {sp.get('on_full')}, "
+            f"dropped: {drops} ({sp.get('dir')})")
+
+
 def format_status(doc: dict[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
     age, stale = staleness(doc, now)
@@ -101,7 +119,7 @@ def format_status(doc: dict[str, Any], now: float | None = None) -> str:
         out.append(f"  {s['name']:<24} {s['state']:<10} backlog {s.get('backlog_points', 0)} "
                    f"points, written {s.get('points_written', 0)}")
     if "spool" in doc:
-        out.append(f"spool: {doc['spool']}")
+        out.append(format_spool(doc["spool"]))
     out.append("models:")
     for m in doc.get("models", []):
         out.append(f"  {m['asset_class']:<24} {m['scorer']:<12} {m['version']}")

@@ -1,5 +1,6 @@
 """The agent's durable state in one SQLite file under `agent.state_dir`: events, labels,
-threshold adaptation, runtime maintenance windows, alert dead letters, and the audit log.
+threshold adaptation, runtime maintenance windows, alert dead letters, points InfluxDB
+rejected as bad (`sink_dead_letter`), and the audit log.
 
 SQLite because it is in the standard library, survives power cuts (WAL, synchronous=FULL),
 and the CLI can read it while the agent runs.  Writes are rare (an event opening, a label),
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, event_id TEXT NOT NULL,
     kind TEXT NOT NULL, payload BLOB NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
     created_ns INTEGER NOT NULL, resent_ns INTEGER);
+CREATE TABLE IF NOT EXISTS sink_dead_letter (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, line BLOB NOT NULL,
+    error TEXT NOT NULL, created_ns INTEGER NOT NULL);
 """
 
 
@@ -237,3 +241,14 @@ class Store:
         with self.lock, self.db:
             self.db.execute("UPDATE dead_letter SET resent_ns=? WHERE seq=?",
                             (time.time_ns(), seq))
+
+    # -- points a sink rejected as bad (InfluxDB 4xx) ------------------------------------------
+    def sink_dead_letter(self, sink: str, line: bytes, error: str) -> None:
+        with self.lock, self.db:
+            self.db.execute("INSERT INTO sink_dead_letter (sink, line, error, created_ns)"
+                            " VALUES (?,?,?,?)", (sink, line, error, time.time_ns()))
+
+    def sink_dead_letters(self, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(r) for r in self.db.execute(
+                "SELECT * FROM sink_dead_letter ORDER BY seq LIMIT ?", (limit,))]

@@ -47,6 +47,7 @@ import torch
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -63,6 +64,8 @@ RIVER_STATE = "river_state.pkl"
 KNOWN_MEMBERS = frozenset({MANIFEST, SIGNATURE, WEIGHTS, CALIBRATION, RIVER_STATE})
 REQUIRED_MEMBERS = frozenset({MANIFEST, SIGNATURE, WEIGHTS, CALIBRATION})
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+# what parsing a member may raise; RecursionError: JSON nested deeper than Python recurses
+_MALFORMED = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
 SUFFIX = ".gwb"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -334,7 +337,7 @@ def verify_members(members: dict[str, bytes], trusted_keys: Any) -> str:
         kid, raw_sig = str(sig["key_id"]), base64.b64decode(sig["sig"], validate=True)
         if sig.get("alg") != "ed25519":
             raise ValueError(f"algorithm {sig.get('alg')!r}")
-    except (ValueError, KeyError, TypeError) as e:
+    except _MALFORMED as e:
         raise CorruptBundle(f"unreadable signature.json ({e})") from e
     if kid not in keys:
         raise UnknownKey(
@@ -348,7 +351,9 @@ def verify_members(members: dict[str, bytes], trusted_keys: Any) -> str:
                            "the bundle was altered or signed by someone else") from e
     try:
         files = json.loads(members[MANIFEST])["files"]
-    except (ValueError, KeyError, TypeError) as e:  # signed but malformed: trainer bug
+        if not isinstance(files, dict) or not all(isinstance(m, dict) for m in files.values()):
+            raise TypeError("'files' must map member names to {sha256, size}")
+    except _MALFORMED as e:  # signed but malformed: trainer bug
         raise CorruptBundle(f"signed manifest has no file list ({e})") from e
     extra = members.keys() - files.keys() - {MANIFEST, SIGNATURE}
     if extra:
@@ -357,7 +362,8 @@ def verify_members(members: dict[str, bytes], trusted_keys: Any) -> str:
         data = members.get(name)
         if data is None:
             raise HashMismatch(f"member {name!r} listed in the manifest is missing")
-        if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        if len(data) != meta.get("size") or \
+                hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             raise HashMismatch(f"member {name!r} does not match its signed SHA-256")
     return kid
 
@@ -394,7 +400,7 @@ def load_bundle(
         schema = AssetSchema.from_dict(manifest["schema"])
         config = AEConfig.from_dict(manifest["model"])
         normalizer = Normalizer.from_dict(manifest["normalizer"])
-    except (ValueError, KeyError, TypeError) as e:
+    except _MALFORMED as e:
         raise CorruptBundle(f"manifest is signed but malformed ({e})") from e
     if expected_schema is not None:
         diffs = schema_differences(schema, expected_schema)
@@ -406,7 +412,7 @@ def load_bundle(
         state = st_load(members[WEIGHTS])
         model = LSTMAutoencoder(config)
         model.load_state_dict(state)
-    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+    except (*_MALFORMED, RuntimeError, SafetensorError) as e:
         raise CorruptBundle(f"weights or calibration do not fit the model config ({e})") from e
     return Bundle(manifest, schema, config, normalizer, calibrator, state, kid,
                   members.get(RIVER_STATE))
@@ -417,8 +423,10 @@ def peek_manifest(blob: bytes) -> dict[str, Any]:
     members = read_members(blob)
     try:
         out: dict[str, Any] = json.loads(members[MANIFEST])
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise CorruptBundle(f"manifest.json is not JSON ({e})") from e
+    if not isinstance(out, dict):
+        raise CorruptBundle("manifest.json is not a JSON object")
     return out
 
 

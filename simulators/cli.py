@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,9 @@ def cmd_mqtt(args: argparse.Namespace) -> int:
     rep = publish_fleet(
         args.host, args.port, _assets(args), args.duration, site=args.site,
         speedup=args.speedup, dt_s=args.period, faults=_faults(args.fault), seed=args.seed,
-        qos=args.qos, topic_template=args.topic_template,
+        qos=args.qos, topic_template=args.topic_template, username=args.username,
+        password=os.environ.get(args.password_env) if args.username else None,
+        ca_file=args.cafile, client_id=args.client_id, session_expiry_s=args.session_expiry,
     )
     if args.labels:
         write_labels(Path(args.labels), rep.labels)
@@ -87,6 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--speedup", type=float, default=1.0,
                    help="sim seconds per wall second; 0 = as fast as possible")
     m.add_argument("--topic-template", default="plant/{site}/{asset}/telemetry")
+    m.add_argument("--client-id", help="fixed MQTT client id (default: a fresh one)")
+    m.add_argument("--session-expiry", type=int, default=0, metavar="S",
+                   help="persistent MQTT session kept S seconds (0 = clean session)")
+    m.add_argument("--username")
+    m.add_argument("--password-env", default="GEARWATCH_SIM_PASSWORD",
+                   help="environment variable holding the password")
+    m.add_argument("--cafile", help="CA certificate: connect over TLS")
     m.add_argument("--labels", help="write ground-truth labels (CSV) here")
     m.set_defaults(func=cmd_mqtt)
     h = ssub.add_parser("history", help="write historical telemetry with labelled faults")

@@ -35,7 +35,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # a header's non-UTF-8 bytes arrive as surrogates: hashed as the bytes they were
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -84,6 +85,7 @@ class Console:
         r.add_post("/api/events/{id}/label", self.label)
         r.add_get("/api/audit", self.audit)
         r.add_get("/api/models", self.models)
+        r.add_post("/api/models/{asset_class}/rollback", self.rollback)
         r.add_get("/api/maintenance", self.maintenance)
         r.add_post("/api/maintenance", self.add_maintenance)
         r.add_delete("/api/maintenance/{id}", self.remove_maintenance)
@@ -244,6 +246,18 @@ class Console:
         self.desk.remove_window(wid, who)
         return json_response({"removed": wid})
 
+    async def rollback(self, request: web.Request) -> web.Response:
+        """Return an asset class to its previous model (token needed; audited)."""
+        from models.bundle import BundleError
+
+        who = self.require(request)
+        name = request.match_info["asset_class"]
+        try:
+            version = self.agent.models.rollback(name, who)
+        except BundleError as e:
+            raise DeskError(404 if "unknown asset class" in str(e) else 409, str(e)) from None
+        return json_response({"asset_class": name, "version": version})
+
     async def undo_threshold(self, request: web.Request) -> web.Response:
         who = self.require(request)
         return json_response(self.desk.undo_threshold(request.match_info["asset"], who))
@@ -254,6 +268,8 @@ class Console:
 
         who = self.require(request)
         doc = await self.body(request)
+        if not isinstance(doc.get("channel"), str | None):
+            raise DeskError(400, "channel must be a channel's name (a string)")
         channels = {c.name: c for c in self.desk.channels}
         n = 0
         for r in self.desk.store.dead_letters(doc.get("channel")):

@@ -183,6 +183,11 @@ class UnitPlan:
     def decode(self, read: PlannedRead, data: Sequence[int] | Sequence[bool]) -> Decoded:
         """A response (registers, or bits for coils/discretes) -> samples, exposed values."""
         arr = np.asarray(data, dtype=np.uint16 if not read.is_bits else np.uint8)
+        if arr.ndim != 1 or arr.size < read.count:  # a short response: nothing to place
+            what = "bits" if read.is_bits else "registers"
+            return Decoded(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0), {}, [
+                Reject("wrong_count", f"expected {read.count} {what}, got {arr.size}", b"",
+                       f"{self.where} {read.table}:{read.start}")])
         assets: list[np.ndarray] = []
         sensors: list[np.ndarray] = []
         values: list[np.ndarray] = []

@@ -52,12 +52,18 @@ class MqttSource:
         self.conn.client.on_message = self._on_message
         self.conn.add_on_connect(self._subscribe)
 
+    def detach(self) -> None:
+        """Stop delivering (shutdown): later messages are not acknowledged, so redelivered."""
+        self.emit = None
+
     def _subscribe(self, client: mqtt.Client) -> None:
         for t in self.conn.cfg.topics:
             client.subscribe(t, qos=self.conn.cfg.qos)
         log.info("subscribed to %s (QoS %d)", self.conn.cfg.topics, self.conn.cfg.qos)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self.emit is None:
+            return  # detached: the broker redelivers it to the next session
         self._messages.inc()
         try:
             batch, rejects = self.decode(msg.topic, bytes(msg.payload), self.ctx)

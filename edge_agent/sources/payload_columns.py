@@ -10,6 +10,7 @@ takes its row, and a column whose length does not match `ts` is rejected whole.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # payloads imports this module to register it
     from edge_agent.sources.payloads import DecodeContext, Decoded
 
 TIMESTAMP_UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+_TS_LIMIT = int(np.iinfo(np.int64).max)
 
 
 def _empty(topic: str, rejects: list[Reject]) -> Decoded:
@@ -46,6 +48,21 @@ def _numeric_column(raw: list[Any], may_hold_bools: bool) -> tuple[np.ndarray, n
     ok = np.array([isinstance(v, int | float) and not isinstance(v, bool) for v in raw], bool)
     arr = np.array([float(v) if k else np.nan for v, k in zip(raw, ok, strict=True)], np.float64)
     return arr, ok
+
+
+def _timestamps(raw: list[Any], mult: int) -> tuple[np.ndarray, np.ndarray]:
+    """A `ts` column that is not all plain integers, entry by entry: integers stay exact (a
+    float64 cannot hold every ns timestamp), floats are rounded, and anything beyond the int64
+    range is held at its limit, so it is out of bounds instead of wrapping around into them."""
+    ok = np.array([isinstance(v, int | float) and not isinstance(v, bool) for v in raw], bool)
+    out = np.zeros(len(raw), np.int64)
+    for i in np.flatnonzero(ok):
+        v = raw[i]
+        x = v * mult
+        t = x if isinstance(v, int) else round(x) if math.isfinite(x) else math.copysign(
+            _TS_LIMIT, x)
+        out[i] = min(max(int(t), -_TS_LIMIT), _TS_LIMIT)
+    return out, ok
 
 
 def decode_json_columns(topic: str, payload: bytes, ctx: DecodeContext) -> Decoded:
@@ -81,11 +98,13 @@ def decode_json_columns(topic: str, payload: bytes, ctx: DecodeContext) -> Decod
     except (TypeError, ValueError, OverflowError):
         ts_int = None
     if ts_int is not None and ts_int.ndim == 1 and ts_int.dtype.kind == "i":
-        # exact integers survive: float64 cannot hold every ns timestamp
-        ts, ts_ok = ts_int.astype(np.int64) * mult, np.ones(ts_int.size, bool)
+        # exact integers survive: float64 cannot hold every ns timestamp; clipped before the
+        # unit's multiplication, so a huge one cannot wrap around into the valid range
+        lim = _TS_LIMIT // mult
+        ts = np.clip(ts_int.astype(np.int64), -lim, lim) * mult
+        ts_ok = np.ones(ts_int.size, bool)
     else:
-        tsf, ts_ok = _numeric_column(ts_raw, True)
-        ts = np.where(ts_ok, np.round(np.nan_to_num(tsf) * mult), 0).astype(np.int64)
+        ts, ts_ok = _timestamps(ts_raw, mult)
     lo = received - int(ctx.max_past_s * 1e9)
     hi = received + int(ctx.max_future_s * 1e9)
     row_ok = ts_ok & (ts >= lo) & (ts <= hi)

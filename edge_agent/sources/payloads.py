@@ -73,7 +73,10 @@ class DecodeContext:
         if isinstance(raw, float) and not math.isfinite(raw):
             return None
         mult = TIMESTAMP_UNITS[self.timestamp]
-        return int(raw) * mult if isinstance(raw, int) else round(raw * mult)
+        if isinstance(raw, int):
+            return int(raw) * mult
+        x = raw * mult
+        return round(x) if math.isfinite(x) else None  # 1e300 s overflows: not a timestamp
 
     def ts_reject(self, ts_ns: int, now: int) -> str | None:
         if ts_ns > now + self.max_future_s * 1e9:

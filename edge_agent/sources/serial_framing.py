@@ -59,12 +59,16 @@ class LineSplitter:
             line = line.strip(b"\x00\r\n")
             if line:
                 lines.append(line)
-        if len(self.buf) > self.max_line:
+        # the start of a line ending (the CR of CRLF) may end the buffer: it is kept, so that
+        # neither the line before it nor the one after depends on where the read was cut
+        keep = next((k for k in range(len(self.eol) - 1, 0, -1)
+                     if self.buf.endswith(self.eol[:k])), 0)
+        if len(self.buf) - keep > self.max_line:
             if not self.skipping:
                 rejects.append(Reject("oversized", f"no line ending within {self.max_line} "
                                       "bytes", bytes(self.buf[:256])))
             self.skipping = True
-            self.buf.clear()
+            del self.buf[: len(self.buf) - keep]
         return lines, rejects
 
     def pending(self) -> bytes:
@@ -75,8 +79,9 @@ class LineSplitter:
 class LineParser:
     """One line -> fields, per the configured framing.  Stateful only for CSV headers."""
 
-    def __init__(self, cfg: SerialPortConfig) -> None:
+    def __init__(self, cfg: SerialPortConfig, known: frozenset[str] | None = None) -> None:
         self.cfg = cfg
+        self.known = known  # field names a header must have one of (None: any)
         self.header: list[str] | None = list(cfg.columns) or None
         self.fixed = bool(cfg.columns)
         self.rx = re.compile(cfg.pattern) if cfg.pattern else None
@@ -90,6 +95,9 @@ class LineParser:
             if len(set(cells)) != len(cells) or not all(_NAME.match(c) for c in cells):
                 return "csv line before its header" if self.header is None else \
                     "a text line that is no valid header (names must be distinct identifiers)"
+            if self.known is not None and not self.known.intersection(cells):
+                # a status word ("ERR", "OVERLOAD") must not replace the header of good rows
+                return f"a text line that names no known field: {text[:40]!r} is no header"
             self.header = cells  # a (new) header: the instrument (re)started
             return None
         if self.fixed and cells == self.header:
@@ -156,7 +164,10 @@ class SerialDecoder:
     ) -> None:
         self.cfg = cfg
         self.splitter = LineSplitter(cfg.eol, cfg.max_line_bytes)
-        self.parser = LineParser(cfg)
+        known = {n for schema in registry.classes.values() for n in schema.sensor_names}
+        known |= {*cfg.sensor_map, *cfg.ignore_fields,
+                  *(f for f in (cfg.asset_field, cfg.timestamp_field) if f)}
+        self.parser = LineParser(cfg, frozenset(known))
         unit = cfg.timestamp if cfg.timestamp_field else "receive"
         self.ctx = DecodeContext(registry, timestamp=unit, now_ns=now_ns)
         self.skip = {*cfg.ignore_fields, *(f for f in (cfg.asset_field, cfg.timestamp_field) if f)}

@@ -276,6 +276,10 @@ class SparkplugDecoder:
                 continue  # Node Control/*, Properties/*, bdSeq: not sensors
             value = metric_number(m)
             if value is None:
+                kind = None if m.is_null else m.WhichOneof("value")
+                if kind is not None:  # a string or bytes where the sensor wants a number
+                    b.rejects.append(Reject("non_numeric", f"{name}: a {kind} is not a "
+                                            f"value of sensor {sensor!r}", b"", topic))
                 continue
             ts = int(m.timestamp) * 1_000_000 if m.HasField("timestamp") else payload_ts
             ts = now if ts is None else ts

@@ -240,7 +240,7 @@ MIN_DURATION_TICKS = 3
 
 
 def agent_doc(spec: StepSpec, mqtt_port: int, influx_url: str, state: Path,
-              spool: bool) -> dict[str, Any]:
+              spool: bool, trusted_key: Path | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "agent": {"site": SITE, "state_dir": str(state), "log_level": "WARNING",
                   "status_interval_s": 0},
@@ -263,6 +263,9 @@ def agent_doc(spec: StepSpec, mqtt_port: int, influx_url: str, state: Path,
     }
     if spool:
         doc["spool"] = {"enabled": True}
+    if trusted_key is not None:
+        doc["models"] = {"trusted_keys": [str(trusted_key)], "device": "cpu",
+                         "mqtt_topic": "", "watch_interval_s": 3600}
     return doc
 
 
@@ -367,11 +370,14 @@ def run_step(spec: StepSpec, mq: LocalServer, influx: LocalServer, work: Path,
     d = work / f"step-{spec.assets}-{time.time_ns() % 10**6}"
     d.mkdir(parents=True)
     cfg_path, report = d / "agent.toml", d / "report.json"
-    cfg_path.write_text(to_toml(agent_doc(spec, mq.port, influx.url, d / "state", spool)))
+    cfg_path.write_text(to_toml(agent_doc(spec, mq.port, influx.url, d / "state", spool,
+                                          bundle[1] if bundle else None)))
     argv = [py, str(ROOT / "tests/bench/e2e_agent.py"), "--config", str(cfg_path),
             "--report", str(report)]
-    if bundle is not None:
-        argv += ["--bundle", str(bundle[0]), "--trusted-key", str(bundle[1])]
+    if bundle is not None:  # the model registry folder the agent's model manager reads
+        from models.bundle import write_to_registry
+
+        write_to_registry(d / "state" / "models", bundle[0].read_bytes())
     agent_log = (d / "agent.log").open("wb")
     agent = subprocess.Popen(argv, stdout=agent_log, stderr=subprocess.STDOUT, cwd=ROOT)
     alerts = AlertLog(mq.port)
@@ -737,8 +743,11 @@ def main(argv: list[str] | None = None) -> int:
     t_begin = time.time()
     spool = spool_supported()
     if not spool:
-        print("note: this checkout's config has no [spool] section yet: samples are acked "
+        print("note: this checkout's config has no [spool] section: samples are acked "
               "after the InfluxDB write (ack-after-persist without the spool)", flush=True)
+    else:
+        print("spool on: samples are acked once fsync'd in the spool; latencies are to that "
+              "point (InfluxDB writes follow from memory)", flush=True)
     bundle = None if args.no_ae else build_model_bundle(
         ROOT / "var/bench/cache", args.sensors, args.rate, args.ae_window, args.ae_hidden,
         args.ae_latent, args.ae_train_steps)

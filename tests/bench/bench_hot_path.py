@@ -50,12 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     reg = AssetRegistry(cfg.asset_list())
     pipe = Pipeline.from_config(cfg, reg)
     if not args.no_ae:
-        from models.ae_scorer import BatchedAEScorer
         from models.bundle import load_bundle, load_public_key
 
         blob, pub = build_model_bundle(ROOT / "var/bench/cache", S, rate, 30, 64, 16, 300)
         b = load_bundle(blob.read_bytes(), load_public_key(pub))
-        pipe.attach_ae(CLASS, BatchedAEScorer.from_bundle(b, n, device="cpu"), b.version)
+        pipe.classes[CLASS].install_model(b, "cpu")
     ctx = DecodeContext(reg, cfg.mqtt.topic_template, cfg.mqtt.timestamp,
                         cfg.mqtt.max_payload_bytes, cfg.framer.max_future_s, cfg.framer.max_past_s)
     decode = DECODERS["json_columns"]

@@ -1,15 +1,15 @@
 """The agent process of the end-to-end benchmark: the real `Agent`, plus probes that report.
 
-    python tests/bench/e2e_agent.py --config agent.toml --report report.json \
-        [--bundle model.gwb --trusted-key key.pub]
+    python tests/bench/e2e_agent.py --config agent.toml --report report.json
 
-It is `gearwatch agent run` with three additions, none of which changes what the agent does:
+It is `gearwatch agent run` (the model comes from the config's registry folder, verified by the
+agent's model manager) with two additions, neither of which changes what the agent does:
 
-- the bundle is verified and attached with `Pipeline.attach_ae` (the model registry's hook);
 - probes ride the agent's own ack path: a probe ack is appended to every sample batch and
-  after every score submission, so it runs exactly when the InfluxDB sink (or the spool, once
-  merged) has made those samples / scores durable, i.e. where MQTT acks run.  Each probe
-  records `time.time_ns() - sample timestamp` (the sample clock is this machine's);
+  after every score submission, so it runs exactly when the sink has made those samples /
+  scores durable (in the spool, fsync'd, with `[spool]` on; else written to InfluxDB), i.e.
+  where MQTT acks run.  Each probe records `time.time_ns() - sample timestamp` (the sample
+  clock is this machine's);
 - a report (per-second counters and latency histograms, AE scorer timings, the native ids of
   Python threads for per-thread CPU) is rewritten every second and at exit.
 """
@@ -180,6 +180,8 @@ class Probes:
             "threads": {str(t.native_id): t.name for t in threading.enumerate()
                         if t.native_id is not None},
             "spool": getattr(a, "spool", None) is not None,
+            "models": [cp.events.model_version for cp in a.pipeline.classes.values()
+                       if cp.ae is not None],
         }
 
 
@@ -193,26 +195,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--report", required=True)
-    ap.add_argument("--bundle")
-    ap.add_argument("--trusted-key")
     args = ap.parse_args()
     cfg = load_config(args.config)
     setup_logging(cfg.agent.log_level, cfg.agent.log_json)
     agent = Agent(cfg)
     probes = Probes(agent)
-    if args.bundle:
-        from models.ae_scorer import BatchedAEScorer
-        from models.bundle import load_bundle, load_public_key
-
-        bundle = load_bundle(Path(args.bundle).read_bytes(), load_public_key(args.trusted_key))
-        cp = agent.pipeline.classes[bundle.asset_class]
-        agent.pipeline.attach_ae(bundle.asset_class, BatchedAEScorer.from_bundle(
-            bundle, len(cp.members), device="cpu"), bundle.version)
-        probes.watch_ae()
     report = Path(args.report)
 
     async def reporter() -> None:
         await agent.ready.wait()
+        probes.watch_ae()  # the model manager installed the registry's bundle at start
         probes.ready_at = time.time()
         while True:
             await asyncio.to_thread(write_atomic, report, probes.doc())

@@ -24,7 +24,7 @@ def test_rules_are_valid() -> None:
     r = subprocess.run([_promtool(), "check", "rules", str(PROM / "gearwatch-rules.yml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 6 rules found" in r.stdout
+    assert "SUCCESS: 7 rules found" in r.stdout
 
 
 def test_each_alert_fires_on_its_symptom() -> None:
@@ -34,5 +34,6 @@ def test_each_alert_fires_on_its_symptom() -> None:
     assert "SUCCESS" in r.stdout
     tested = (PROM / "gearwatch-rules.test.yml").read_text()
     for alert in ("GearwatchAgentDown", "GearwatchSourceLost", "GearwatchNoDataFromAsset",
-                  "GearwatchDecodeErrorsRising", "GearwatchSpoolFilling", "GearwatchSinkFailing"):
+                  "GearwatchDecodeErrorsRising", "GearwatchSpoolFilling", "GearwatchSpoolFull",
+                  "GearwatchSinkFailing"):
         assert f"alertname: {alert}" in tested, f"{alert} has no promtool test"

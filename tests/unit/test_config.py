@@ -80,3 +80,28 @@ def test_secrets_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cfg = parse_config({**ASSETS, "influx": {"token_file": str(tmp_path / "missing")}})
     with pytest.raises(ConfigError, match="cannot read credential file"):
         cfg.influx.token_secret()
+
+
+def test_tls_files_are_checked_with_the_key_and_the_fix(tmp_path: Path) -> None:
+    from gearwatch.localservers import make_pki
+
+    msg = error_of({**ASSETS, "mqtt": {"tls": True, "ca_file": str(tmp_path / "none.crt")}})
+    assert "mqtt.ca_file" in msg and "not found" in msg and "CA certificate" in msg
+    msg = error_of({**ASSETS, "mqtt": {"ca_file": "/etc/ssl/x.crt"}})
+    assert "mqtt.tls is false" in msg and "8883" in msg
+    pki = make_pki(tmp_path / "pki")
+    msg = error_of({**ASSETS, "mqtt": {"tls": True, "cert_file": str(pki.client_crt)}})
+    assert "cert_file and mqtt.key_file go together" in msg
+    junk = tmp_path / "junk.crt"
+    junk.write_text("not a certificate\n")
+    msg = error_of({**ASSETS, "mqtt": {"tls": True, "ca_file": str(junk)}})
+    assert "mqtt.ca_file" in msg and "no PEM certificate" in msg
+    msg = error_of({**ASSETS, "mqtt": {"tls": True, "cert_file": str(pki.client_crt),
+                                       "key_file": str(pki.server_key)}})  # not its key
+    assert "cannot load the client certificate and key" in msg
+    msg = error_of({**ASSETS, "mqtt": {"tls_insecure": True}})
+    assert "tls_insecure" in msg
+    ok = parse_config({**ASSETS, "mqtt": {"tls": True, "ca_file": str(pki.ca_crt),
+                                          "cert_file": str(pki.client_crt),
+                                          "key_file": str(pki.client_key)}})
+    assert ok.mqtt.cert_file == str(pki.client_crt) and not ok.mqtt.tls_insecure

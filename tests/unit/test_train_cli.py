@@ -88,3 +88,31 @@ def test_cli_errors_are_one_clear_line(tep_slice: dict[str, Path], tmp_path: Pat
     nonnum.write_text("timestamp,a\n2026-01-01T00:00:00Z,1\n2026-01-01T00:00:01Z,x\n")
     rc = main(["train", "quality", "--data", str(nonnum), "--schema-from-columns"])
     assert rc == 2 and "column 'a' has 1 non-numeric values" in capsys.readouterr().err
+
+
+def test_fit_evaluate_publish_on_simulator_history(tmp_path: Path, capsys) -> None:
+    """The same three steps on `gearwatch sim history` output, as the README shows them."""
+    d = tmp_path
+    assert main(["sim", "history", "--assets", "1", "--duration", "5400", "--seed", "1",
+                 "--out", str(d / "train")]) == 0
+    assert main(["sim", "history", "--assets", "2", "--duration", "5400", "--seed", "2",
+                 "--fault", "pump-2:bearing_wear@3000+300*1.0-5000", "--out",
+                 str(d / "test")]) == 0
+    assert main(["train", "keygen", "--out", str(d / "keys")]) == 0
+    common = ["--asset-col", "asset", "--label-col", "label"]
+    assert main(["train", "fit", "--data", str(d / "train" / "history.csv"), *common,
+                 "--asset-class", "centrifugal_pump", "--window", "10", "--hidden", "16",
+                 "--latent", "4", "--epochs", "4", "--signing-key",
+                 str(d / "keys" / "gearwatch.key"), "--out", str(d / "pump.gwb"),
+                 "--quiet"]) == 0
+    assert main(["train", "evaluate", "--bundle", str(d / "pump.gwb"), "--trusted-key",
+                 str(d / "keys"), "--data", str(d / "test" / "history.csv"), *common,
+                 "--labels", str(d / "test" / "labels.csv"), "--min-duration", "10",
+                 "--out", str(d / "eval")]) == 0
+    m = json.loads((d / "eval" / "metrics.json").read_text())
+    assert m["per_asset"]["pump-2"]["events"]["found"] == 1  # the worn bearing
+    assert m["per_asset"]["pump-1"]["events"]["labelled_events"] == 0
+    assert main(["train", "publish", "--bundle", str(d / "pump.gwb"), "--trusted-key",
+                 str(d / "keys"), "--registry", str(d / "reg")]) == 0
+    assert len(list((d / "reg" / "centrifugal_pump").glob("*.gwb"))) == 1
+    capsys.readouterr()

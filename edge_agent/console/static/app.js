@@ -83,8 +83,10 @@ async function refreshAudit() {
 async function refreshModels() {
   const rows = await api("/api/models");
   $("models").innerHTML = rows.map((m) => `<tr><td>${esc(m.asset_class)}</td><td>${esc(m.kind)}</td>
-    <td>${esc(m.detector)}</td><td>${esc(m.version)}</td><td>${m.assets}</td>
-    <td><code>${esc(JSON.stringify(m.metrics))}</code></td></tr>`).join("");
+    <td>${esc(m.detector || m.device)}</td><td>${esc(m.version)}</td><td>${m.assets}</td>
+    <td><code>${esc(JSON.stringify(m.metrics))}</code></td>
+    <td>${m.kind === "lstm_ae" && m.previous ? `<button class="btn" data-rollback="${esc(m.asset_class)}"
+      title="back to ${esc(m.previous)}">Roll back</button>` : ""}</td></tr>`).join("");
 }
 async function refreshWindows() {
   const rows = await api("/api/maintenance");
@@ -138,6 +140,12 @@ document.addEventListener("click", async (ev) => {
       $("note").value = ""; $("fault-code").value = "";
       await refreshEvent(currentEvent.id, false);
     } catch (err) { flash("Label refused: " + err.message, false); }
+  } else if (t.dataset.rollback) {
+    try {
+      const r = await api("/api/models/" + encodeURIComponent(t.dataset.rollback) + "/rollback",
+                          { method: "POST", body: "{}" });
+      flash(`${r.asset_class}: model ${r.version} installed`, true); await refreshModels();
+    } catch (err) { flash("Rollback refused: " + err.message, false); }
   } else if (t.dataset.remove) {
     try { await api("/api/maintenance/" + t.dataset.remove, { method: "DELETE" }); await refreshWindows(); }
     catch (err) { flash(err.message, false); }
