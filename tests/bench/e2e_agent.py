@@ -76,6 +76,7 @@ class Probes:
         self.ae_calls = 0
         self.ae_windows = 0
         self.ae_s = 0.0
+        self.ae_cpu_s = 0.0
         self.fwd_calls = 0
         self.fwd_windows = 0
         self.fwd_s = 0.0
@@ -138,9 +139,10 @@ class Probes:
             score_rows = ae.score_rows
 
             def timed(*a: Any, _f: Any = score_rows, **k: Any) -> Any:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 out = _f(*a, **k)
                 self.ae_s += time.perf_counter() - t0
+                self.ae_cpu_s += time.thread_time() - c0  # the scoring thread's own CPU
                 self.ae_calls += 1
                 self.ae_windows += int(np.isfinite(out.raw).sum())
                 return out
@@ -173,6 +175,7 @@ class Probes:
             "queue": a.queue.qsize(),
             "sample_latency": self.sample_lat.doc(), "score_latency": self.score_lat.doc(),
             "ae": {"calls": self.ae_calls, "windows": self.ae_windows, "seconds": self.ae_s,
+                   "cpu_seconds": self.ae_cpu_s,
                    "forward_calls": self.fwd_calls, "forward_windows": self.fwd_windows,
                    "forward_seconds": self.fwd_s},
             "compute_s": self.compute_s, "deliver_s": self.deliver_s,
