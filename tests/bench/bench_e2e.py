@@ -164,8 +164,7 @@ def build_model_bundle(cache: Path, n_sensors: int, rate_hz: float, window: int,
 def bare_forward_rate(bundle: Path, pub: Path, batch: int, seconds: float,
                       threads: int) -> float:
     """Windows/s of the same model's forward (`window_errors`) at this batch size, per second
-    of this thread's CPU (with `threads` > 1 the other threads' CPU is not counted: use it for
-    a wall-clock comparison on a quiet machine only)."""
+    of this thread's CPU (so `threads` should be 1, as in the agent)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -804,12 +803,9 @@ def main(argv: list[str] | None = None) -> int:
                 b = s["ae"].get("mean_forward_batch")
                 if b:
                     secs = 0.5 if args.smoke else 2.0
-                    # the agent's setting (one intra-op thread) and torch's default
+                    # the agent's setting: one intra-op thread
                     s["ae"]["bare_windows_per_s"] = round(bare_forward_rate(
                         bundle[0], bundle[1], round(b), secs, 1))
-                    if not args.smoke:
-                        s["ae"]["bare_windows_per_s_all_cores"] = round(bare_forward_rate(
-                            bundle[0], bundle[1], round(b), secs, os.cpu_count() or 1))
     finally:
         mq.stop()
         ix.stop()
