@@ -11,8 +11,9 @@ two files while the agent runs or not) needs no connection to the agent: the age
 the folder every `models.watch_interval_s` and installs whatever ACTIVE names.
 
 Installing happens on the event loop and takes the class's scoring lock (rows are scored in
-the agent's scoring thread under that lock), so a swap falls between two ticks; the new scorer takes over the old one's windows (same window and
-sensors), so it scores from the next row on and no row goes unscored.
+the agent's scoring thread under that lock), so a swap falls between two ticks; the new
+scorer takes over the old one's windows (same window and sensors), so it scores from the
+next row on and no row goes unscored.
 """
 
 from __future__ import annotations
