@@ -273,15 +273,16 @@ class Agent:
                 await asyncio.wait_for(asyncio.gather(*influx_tasks),
                                        timeout=min(left, self.influx.close_grace_s))
             except TimeoutError:
-                if self.spool is not None:
-                    log.info("%d points not yet in InfluxDB stay in the spool on disk; they are "
-                             "sent at the next start", self.influx.backlog_points)
-                else:
+                if self.spool is None:
                     log.warning("shutdown bound of %.0f s reached with %d points not written to "
                                 "InfluxDB (%s); their MQTT messages stay unacknowledged, so the "
                                 "broker redelivers them on the next start", bound,
                                 self.influx.backlog_points, "failing" if not self.influx.healthy
                                 else "slow")
+            if self.spool is not None and self.influx.backlog_points:
+                log.info("%d points not yet in InfluxDB stay in the spool on disk (acknowledged "
+                         "to the broker); they are sent at the next start",
+                         self.influx.backlog_points)
             await self.influx.aclose_writer()
         if self.mqtt is not None:
             self.mqtt.stop()

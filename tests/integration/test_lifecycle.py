@@ -76,15 +76,18 @@ def test_ready_watchdog_and_sigterm_flushes_within_the_bound(
             pub.close()
 
 
+@pytest.mark.parametrize("spool", [False, True])
 def test_sigterm_with_influx_down_still_exits_within_the_bound(
     tmp_path: Path, mosquitto: ls.LocalServer, db_name: str, notify: NotifyListener,
+    spool: bool,
 ) -> None:
-    """InfluxDB unreachable: the stop gives up at the bound, says what it left, and exits 0
-    (the unwritten messages were never acknowledged: the broker redelivers them)."""
+    """InfluxDB unreachable: the stop exits 0 within the bound and says what it left. Without
+    the spool it gives up at the bound (the unwritten messages were never acknowledged: the
+    broker redelivers them); with it the points are on disk, acknowledged, sent next start."""
     bound = 2.0
     cfg = agent_config_file(tmp_path / "agent.toml", mosquitto.port,
                             f"http://127.0.0.1:{ls.free_port()}", db_name, f"agent-{db_name}",
-                            agent={"shutdown_timeout_s": bound})
+                            agent={"shutdown_timeout_s": bound}, spool={"enabled": spool})
     agent = AgentProcess(cfg, env=notify.env())
     agent.start()
     try:
@@ -94,7 +97,11 @@ def test_sigterm_with_influx_down_still_exits_within_the_bound(
         rc, took = agent.terminate(timeout=bound + 10)
         assert rc == 0, agent.log()[-2000:]
         assert took <= bound + 1.5, f"took {took:.1f} s to exit"
-        assert "shutdown bound of 2 s reached with" in agent.log()
+        if spool:
+            assert "stay in the spool on disk" in agent.log()
+            assert list((tmp_path / "state" / "spool").glob("*.seg")), "the points are on disk"
+        else:
+            assert "shutdown bound of 2 s reached with" in agent.log()
     finally:
         agent.close()
 
