@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.pipeline import ClassOutput
+from edge_agent.pipeline import Scored
 from edge_agent.runner import AgentThread
 from gearwatch import localservers as ls
 from tests.helpers import agent_config
@@ -121,21 +121,22 @@ def test_watchdog_pings_come_from_the_processing_loop(
         t0 = notify.wait("READY", "1", timeout=10)
         wait_for(lambda: len(notify.times("WATCHDOG", "1", since=t0)) >= 5, 5, "pings")
 
-        # 1. hang: the next iteration blocks in the pipeline until released
+        # 1. hang: the next iteration blocks in the pipeline (its scoring half, which runs in
+        # the scoring thread) until released
         release, entered = threading.Event(), threading.Event()
-        advance = agent.pipeline.advance
+        score = agent.pipeline.score
 
-        def hung_advance() -> list[ClassOutput]:
+        def hung_score(wall_ns: int | None = None) -> list[tuple[str, Scored]]:
             entered.set()
             release.wait(30)
-            return advance()
+            return score(wall_ns)
 
-        monkeypatch.setattr(agent.pipeline, "advance", hung_advance)
+        monkeypatch.setattr(agent.pipeline, "score", hung_score)
         assert entered.wait(5)
         hung_at = time.monotonic()
         time.sleep(1.0)  # ten ping intervals
         assert notify.times("WATCHDOG", "1", since=hung_at + 0.05) == [], "pinged while hung"
-        monkeypatch.setattr(agent.pipeline, "advance", advance)
+        monkeypatch.setattr(agent.pipeline, "score", score)
         release.set()
         back = time.monotonic()
         wait_for(lambda: len(notify.times("WATCHDOG", "1", since=back)) >= 3, 5,
