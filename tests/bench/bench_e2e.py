@@ -340,6 +340,7 @@ class StepResult:
     scores_per_s: float = 0.0
     sample_latency: dict[str, Any] = field(default_factory=dict)
     score_latency: dict[str, Any] = field(default_factory=dict)
+    score_written_latency: dict[str, Any] = field(default_factory=dict)
     alert_latency_from_sample: dict[str, Any] = field(default_factory=dict)
     alert_latency_from_publish: dict[str, Any] = field(default_factory=dict)
     alerts_expected: int = 0
@@ -475,6 +476,8 @@ def run_step(spec: StepSpec, mq: LocalServer, influx: LocalServer, work: Path,
         fr = final["rep"]
         res.sample_latency = _lat_stats(fr.get("sample_latency", {}), t0, t_load_end + 1)
         res.score_latency = _lat_stats(fr.get("score_latency", {}), t0, t_load_end + 1)
+        res.score_written_latency = _lat_stats(fr.get("score_written_latency", {}), t0,
+                                               t_load_end + 1)
         ae_a, ae_b = ra.get("ae", {}), rb.get("ae", {})
         if ae_b.get("windows"):
             w = ae_b["windows"] - ae_a.get("windows", 0)
@@ -625,13 +628,14 @@ def _ms(d: dict[str, Any], k: str) -> str:
 def print_table(doc: dict[str, Any]) -> None:
     steps = doc["steps"]
     hdr = ("assets", "offered/s", "samples/s", "rows/s", "up", "agent us/sample",
-           "score p50/p99/max ms",
+           "score durable p50/p99/max ms", "score in InfluxDB p50/p99/max ms",
            "alert p50/p99/max ms (sample|publish)", "cpu agent/mosq/influx/load",
            "RSS MB", "AE win/s scorer:bare")
     rows = []
     for s in steps:
         sl, al, ap = s["score_latency"], s["alert_latency_from_sample"], s[
             "alert_latency_from_publish"]
+        wl = s.get("score_written_latency", {})
         c = s["cpu_cores"]
         ae = s["ae"]
         rows.append((
@@ -639,6 +643,7 @@ def print_table(doc: dict[str, Any]) -> None:
             _f(s["rows_per_s"]), "yes" if s["kept_up"] else "NO",
             _f(s["agent_cpu_us_per_sample"], 2),
             f"{_ms(sl, 'p50_s')}/{_ms(sl, 'p99_s')}/{_ms(sl, 'max_s')}",
+            f"{_ms(wl, 'p50_s')}/{_ms(wl, 'p99_s')}/{_ms(wl, 'max_s')}",
             f"{_ms(al, 'p50_s')}/{_ms(al, 'p99_s')}/{_ms(al, 'max_s')} | "
             f"{_ms(ap, 'p50_s')}/{_ms(ap, 'p99_s')}/{_ms(ap, 'max_s')}"
             + (f" ({s['alerts_seen']}/{s['alerts_expected']})" if s["alerts_expected"] else ""),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import signal
@@ -71,6 +72,8 @@ class Probes:
         self.agent = agent
         self.sample_lat = LatencyLog()  # sample ts -> its sample batch durable
         self.score_lat = LatencyLog()  # sample ts -> its row's score durable
+        self.written_lat = LatencyLog()  # sample ts -> its row's score written to InfluxDB
+        self.written_marks: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         self.durable_samples = 0
         self.durable_scores = 0
         self.ae_calls = 0
@@ -126,6 +129,11 @@ class Probes:
                 self.score_lat.add((time.time_ns() - ts[:: max(1, ts.size // 200)]) / 1e9)
 
             agent.influx.submit([], [probe])
+            # written to InfluxDB: once the sink has written as many points as had been
+            # submitted up to these scores (it sends in order; checked every 20 ms)
+            mark = getattr(agent.influx, "points_submitted", None)
+            if mark is not None:
+                self.written_marks.append((mark, ts[:: max(1, ts.size // 200)]))
 
         agent._compute = _compute  # type: ignore[method-assign]
         agent._deliver = _deliver  # type: ignore[method-assign]
@@ -161,6 +169,15 @@ class Probes:
             ae.model.register_forward_pre_hook(pre)
             ae.model.register_forward_hook(post)
 
+    async def watch_written(self) -> None:
+        influx = self.agent.influx
+        while influx is not None:
+            await asyncio.sleep(0.02)
+            done = influx.points_written
+            now = time.time_ns()
+            while self.written_marks and self.written_marks[0][0] <= done:
+                self.written_lat.add((now - self.written_marks.popleft()[1]) / 1e9)
+
     def doc(self) -> dict[str, Any]:
         a = self.agent
         influx = a.influx
@@ -174,6 +191,7 @@ class Probes:
             "influx_backlog": influx.backlog_points if influx is not None else 0,
             "queue": a.queue.qsize(),
             "sample_latency": self.sample_lat.doc(), "score_latency": self.score_lat.doc(),
+            "score_written_latency": self.written_lat.doc(),
             "ae": {"calls": self.ae_calls, "windows": self.ae_windows, "seconds": self.ae_s,
                    "cpu_seconds": self.ae_cpu_s,
                    "forward_calls": self.fwd_calls, "forward_windows": self.fwd_windows,
@@ -218,8 +236,10 @@ def main() -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
         task = asyncio.create_task(reporter())
+        watch = asyncio.create_task(probes.watch_written())
         await agent.run()
         task.cancel()
+        watch.cancel()
 
     asyncio.run(run())
     write_atomic(report, {**probes.doc(), "stopped": True})
