@@ -272,7 +272,8 @@ def agent_doc(spec: StepSpec, mqtt_port: int, influx_url: str, state: Path,
 
 def spool_supported() -> bool:
     try:
-        parse_config({"spool": {"enabled": True}})
+        parse_config({"spool": {"enabled": True},
+                      "assets": [{"id": "a0", "class": "centrifugal_pump"}]})
     except ConfigError:
         return False
     return True
