@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,20 @@ def test_cuda_check_runs_without_gpu_or_checks_agreement() -> None:
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "no CUDA" in r.stdout or "-> agree" in r.stdout
+
+
+def test_spool_outage_bench_reports_nothing_missing(tmp_path: Path) -> None:
+    """bench_spool_outage.py: a 5 s InfluxDB outage at 500 points/s; it ran and found every
+    sent (asset, ts) in InfluxDB (not a speed)."""
+    script = Path(__file__).with_name("bench_spool_outage.py")
+    r = subprocess.run(
+        [sys.executable, str(script), "--rate-points", "500", "--outage-s", "5",
+         "--warmup-s", "3", "--sample-s", "1", "--tmp", str(tmp_path)],
+        capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["sent_points"] > 0 and res["peak_spool_points"] > 0
+    assert res["missing"] == 0 and res["query_missing"] == 0 and res["dropped_points"] == 0
+    assert res["sum_mismatches"] == 0 and res["query_extra"] == 0
+    assert res["drained_within_timeout"] and res["bytes_per_point"] > 0
+    assert "minutes at 500 points/s" in res["projection"] and "load average" in res["load_end"]
