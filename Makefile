@@ -32,8 +32,12 @@ typecheck:
 pytest:
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+# the component benchmarks (print numbers; not timed tests): inputs, AE scorer, online detectors
 bench: bootstrap
-	$(BIN)/python tests/bench/run_all.py
+	$(BIN)/python tests/bench/bench_inputs.py
+	$(BIN)/python tests/bench/bench_ae_scorer.py
+	$(BIN)/python tests/bench/bench_online_detectors.py
+	$(BIN)/python tests/bench/bench_hot_path.py --assets 1000
 
 # the end-to-end benchmark (docs/performance.md): real agent, Mosquitto, InfluxDB; ~10 min.
 # BENCH_ARGS=--quick for a 2-minute run; see tests/bench/bench_e2e.py --help

@@ -46,3 +46,20 @@ def test_e2e_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert step["ae"]["windows_per_s_wall"] > 0 and step["ae"]["bare_windows_per_s"] > 0
     assert doc["mosquitto_sub"]["messages_per_s"] > 0
     assert doc["summary"]["max_sustained_samples_per_s"] > 0
+
+
+def test_spool_outage_bench_reports_nothing_missing(tmp_path: Path) -> None:
+    """bench_spool_outage.py: a 5 s InfluxDB outage at 500 points/s; it ran and found every
+    sent (asset, ts) in InfluxDB (not a speed)."""
+    script = Path(__file__).with_name("bench_spool_outage.py")
+    r = subprocess.run(
+        [sys.executable, str(script), "--rate-points", "500", "--outage-s", "5",
+         "--warmup-s", "3", "--sample-s", "1", "--tmp", str(tmp_path)],
+        capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["sent_points"] > 0 and res["peak_spool_points"] > 0
+    assert res["missing"] == 0 and res["query_missing"] == 0 and res["dropped_points"] == 0
+    assert res["sum_mismatches"] == 0 and res["query_extra"] == 0
+    assert res["drained_within_timeout"] and res["bytes_per_point"] > 0
+    assert "minutes at 500 points/s" in res["projection"] and "load average" in res["load_end"]
