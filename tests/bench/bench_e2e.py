@@ -357,6 +357,9 @@ class StepResult:
     all_durable: bool = False
     spool: bool = False
     notes: list[str] = field(default_factory=list)
+    # per minute of the steady window (steps of 5 min and more: the soak): growth in memory
+    # or lag shows as a rising RSS or a rising sample -> durable p99
+    minutes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _read_report(path: Path) -> dict[str, Any]:
@@ -500,6 +503,20 @@ def run_step(spec: StepSpec, mq: LocalServer, influx: LocalServer, work: Path,
         if res.loadgen.get("max_lag_s", 0) > 1.0:
             res.notes.append(f"load generator fell behind (max lag "
                              f"{res.loadgen['max_lag_s']} s): offered load not reached")
+        if spec.seconds - spec.warmup_s >= 300:
+            for m0 in np.arange(t0, t_load_end - 59, 60.0):
+                seg = [x for x in win if m0 <= x["t"] < m0 + 60]
+                if len(seg) < 2:
+                    continue
+                span = seg[-1]["t"] - seg[0]["t"]
+                lat = _lat_stats(fr.get("sample_latency", {}), m0, m0 + 60)
+                res.minutes.append({
+                    "minute": int((m0 - t0) // 60),
+                    "durable_samples_per_s": round((seg[-1]["rep"]["durable_samples"]
+                                                    - seg[0]["rep"]["durable_samples"]) / span),
+                    "rss_mb": round(seg[-1]["mem"].get("VmRSS", 0) / 1024, 1),
+                    "sample_p99_ms": None if lat["p99_s"] is None else round(lat["p99_s"] * 1e3),
+                })
         _alert_latency(res, spec, alerts)
     finally:
         if lg is not None and lg.poll() is None:
@@ -663,6 +680,9 @@ def print_table(doc: dict[str, Any]) -> None:
         print(f"  {s['spec']['assets']} assets, agent threads (cores): "
               + ", ".join(f"{k} {v:.2f}" for k, v in s["agent_threads_cores"].items())
               + ("".join(f"; NOTE {n}" for n in s["notes"])))
+        for m in s.get("minutes", []):
+            print(f"    minute {m['minute']:>2}: {m['durable_samples_per_s']:,} samples/s durable, "
+                  f"RSS {m['rss_mb']} MB, sample -> durable p99 {m['sample_p99_ms']} ms")
     sm = doc["summary"]
     print()
     for k, v in sm.items():
