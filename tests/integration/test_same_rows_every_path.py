@@ -279,14 +279,16 @@ def frame(cfg: AgentConfig, feeds: list[SampleBatch]) -> Framed:
     """Feed `feeds` in order to a fresh `Pipeline`, each as `Agent._handle` handles a batch:
     ingest, then advance.  The clock stands still while feeding, so ticks are emitted on
     data alone; then it moves just far enough for the wall-clock watermark to emit the last
-    tick (a lateness plus one period after the newest sample)."""
+    tick: a lateness plus the asset's usual arrival step after the newest sample (one period
+    for a row per message, the batch's span for batched payloads; see `ClassFramer.span`)."""
     pipe = Pipeline.from_config(cfg, AssetRegistry(cfg.asset_list()))
     wall = 10**15
     outs = []
     for b in feeds:
         pipe.ingest(b, wall)
         outs += pipe.advance(wall)
-    outs += pipe.advance(wall + round((cfg.framer.lateness_periods + 1) * P_NS))
+    quiet = max(int(cp.framer.lateness + cp.framer.span.max()) for cp in pipe.classes.values())
+    outs += pipe.advance(wall + quiet)
     asset = np.concatenate([o.rows.asset for o in outs])
     ts = np.concatenate([o.rows.ts_ns for o in outs])
     order = np.lexsort((ts, asset))
