@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import getpass
 import ipaddress
+import random
 import re
 import shutil
 import socket
@@ -78,8 +79,33 @@ class ServerError(RuntimeError):
     pass
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port for a server, picked *below* the kernel's ephemeral range.
+
+    A port from `bind(0)` comes from the ephemeral range, which outgoing connections draw from
+    too: a server restarted on its old port (a broker, InfluxDB, the console) could find it
+    taken by some client's source port and fail with "address already in use".  Ports below
+    the range are never handed out to clients.
+    """
+    lo, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, lo - 12000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # everything below the range is busy: let the kernel pick
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -29,9 +29,9 @@ def pump_registry(n: int = 2) -> AssetRegistry:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from gearwatch.localservers import free_port as below_ephemeral
+
+    return below_ephemeral()
 
 
 class Collector:

@@ -45,7 +45,9 @@ def test_e2e_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert step["cpu_cores"]["agent"] > 0 and step["agent_peak_rss_mb"] > 0
     assert step["ae"]["windows_per_s_wall"] > 0 and step["ae"]["bare_windows_per_s"] > 0
     assert doc["mosquitto_sub"]["messages_per_s"] > 0
-    assert doc["summary"]["max_sustained_samples_per_s"] > 0
+    # reported, not a speed: whether 3 assets "kept up" in a few seconds is the machine's affair
+    sm = doc["summary"]
+    assert "max_sustained_samples_per_s" in sm and sm["ratio_to_mosquitto_sub"] > 0
 
 
 def test_spool_outage_bench_reports_nothing_missing(tmp_path: Path) -> None:
