@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,8 @@ class AgentThread:
         self.thread.join(timeout=30)
         if self.error is not None:
             raise self.error
+        if self.thread.is_alive():  # seen now and then in tests: a stop that hangs (open bug)
+            logging.getLogger("gearwatch.agent").error("the agent did not stop within 30 s")
 
     def __enter__(self) -> AgentThread:
         return self.start()
